@@ -1,0 +1,118 @@
+"""The one command-line contract shared by every top-level script.
+
+Shared flags: ``--model``, ``--index`` / ``--image``, ``--data``, ``--solver``,
+``--time-limit``, ``--threads``, ``--json``, ``--figure`` / ``--no-figure``.
+Bad input ends with one line ``error: <what is wrong and what to do>`` on stderr
+and exit code 2, never a traceback; results and figures are written atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from explain_mnist.errors import UserError
+
+SOLVER_CHOICES = ("auto", "highs", "scip", "cplex")
+EXIT_USAGE = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the one-line error rule."""
+
+    def error(self, message):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def make_parser(description: str, *, default_model: str = "twoclass", image_input: bool = True,
+                solver: bool = True, default_figure: str | None = None,
+                default_json: str | None = None) -> ArgumentParser:
+    """Return a parser with the shared flags; scripts add their own after it."""
+    p = ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default=default_model,
+                   help="shipped model name (twoclass, multiclass, cnn_simple) or a .keras / .onnx file")
+    if image_input:
+        group = p.add_mutually_exclusive_group()
+        group.add_argument("--index", type=int, default=None,
+                           help="index of the MNIST test image (default 0)")
+        group.add_argument("--image", default=None,
+                           help=".npy file with 784, 28x28 or 28x28x1 floats in [0, 1]")
+    p.add_argument("--data", default=None,
+                   help="MNIST data to read instead of the shipped test set (mnist.npz or a folder of IDX "
+                        "files); the MNIST_PATH environment variable does the same")
+    if solver:
+        p.add_argument("--solver", default="auto", choices=SOLVER_CHOICES,
+                       help="MIP solver; auto picks by problem type and size and says what it chose")
+        p.add_argument("--time-limit", type=float, default=None, help="seconds before stopping with the best "
+                       "answer found so far, marked as such")
+        p.add_argument("--threads", type=int, default=1, help="solver threads")
+    p.add_argument("--json", default=default_json, help="write the result as JSON to this file")
+    p.add_argument("--figure", default=default_figure, help="write the figure (PNG) to this file")
+    p.add_argument("--no-figure", action="store_true", help="do not draw a figure")
+    return p
+
+
+def check_common(args) -> None:
+    """Validate the shared numeric flags, raising UserError with what to do."""
+    limit = getattr(args, "time_limit", None)
+    if limit is not None and not limit > 0:
+        raise UserError(f"--time-limit must be a positive number of seconds, got {limit:g}")
+    threads = getattr(args, "threads", 1)
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads must be at least 1, got {threads}")
+    if args.json and os.path.isdir(args.json):
+        raise UserError(f"--json {args.json} is a folder; give a file name")
+
+
+@dataclass
+class InputImage:
+    """The image a script works on: its pixels, where it came from, and its true label if known."""
+
+    x: np.ndarray
+    source: str
+    label: int | None
+    index: int | None
+
+
+def load_input(args) -> InputImage:
+    """Return the image named by ``--index`` (test set) or ``--image``, validated."""
+    from explain_mnist.data import load_image_file, load_test_set
+    if getattr(args, "image", None):
+        return InputImage(load_image_file(args.image), f"image file {args.image}", None, None)
+    index = 0 if args.index is None else args.index
+    test = load_test_set(args.data)
+    if not 0 <= index < len(test):
+        raise UserError(f"--index {index} is out of range; the test set has images 0..{len(test) - 1}")
+    return InputImage(test.x[index].astype(np.float64), f"test image {index}", int(test.y[index]), index)
+
+
+def load_model(args):
+    """Return the `Network` named by ``--model``, checked against the input size."""
+    from explain_mnist.models import load_network
+    net = load_network(args.model)
+    if net.n_inputs != 784:
+        raise UserError(f"model {args.model} takes {net.n_inputs} inputs; MNIST images have 784 pixels")
+    return net
+
+
+def not_implemented(name: str, issue: str) -> None:
+    """Exit with the one-line 'not implemented yet' message (for scripts whose issue has not landed)."""
+    print(f"error: {name} is not implemented yet (see the issue '{issue}')", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def run(main) -> None:
+    """Call ``main()``; turn a UserError into ``error: ...`` + exit 2, and an interrupt into exit 130."""
+    try:
+        code = main()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        print("error: interrupted; results already written are complete", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
