@@ -1,0 +1,211 @@
+"""Exact queries on a network over an input box, by MIP: largest logit gap and counterexamples.
+
+`NetworkMIP` encodes the network once (`explain_mnist.encoding`) over a box
+and keeps one loaded solver per kind of query; a query changes only the
+objective or column bounds and re-solves, and `set_box` moves the input
+bounds inside the original box (the big-M constants computed for the original
+box stay valid there; neurons the new box makes stable get their binary fixed).
+
+Queries, for a class ``c`` and the network's spec matrix ``C`` (``C @ logits > 0``
+on every row iff the input keeps class ``c``):
+
+- ``max_gap(c, j)``: ``max -C_j @ logits`` over the box, i.e. ``logit_j - logit_c``
+  for argmax nets (for sigmoid nets ``-logit`` if c == 1, ``+logit`` if c == 0).
+- ``counterexample(c, margin)``: a point of the box with ``C_i @ logits <= -margin``
+  for some row i, by one feasibility MIP with a binary selector ``s_i`` per row:
+  ``C_i L v + m + M_i s_i <= M_i - C_i o``, ``sum s = 1``, where ``L v + o`` are the
+  logits, ``m`` a column fixed to the margin and ``M_i`` an interval bound on
+  ``C_i @ logits + max margin`` over the box. Infeasible means that every input of
+  the box keeps class ``c`` with all margins above ``-margin``.
+
+Every point returned is re-checked by `Network.forward`: a counterexample the
+forward pass does not confirm (a solver tolerance times a big-M can move a
+logit by 1e-4) is never returned; the query re-solves with the margin
+multiplied by 10 up to `MAX_MARGIN`, and then reports status "error".
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import scipy.sparse as sp
+
+from explain_mnist.bounds import Bounds, interval_bounds
+from explain_mnist.encoding import MIPModel, encode_network
+from explain_mnist.network import Network
+from explain_mnist.solvers import SolveResult, choose_solver, make_solver
+
+DEFAULT_MARGIN = 1e-4     # a counterexample must beat class c by at least this much in the MIP
+MAX_MARGIN = 1e-2         # the largest margin a failed re-check escalates to
+BOX_TOLERANCE = 1e-12
+
+
+class NetworkMIP:
+    """A network's MIP over a box, built once and re-solved per query (see the module docstring)."""
+
+    def __init__(self, net: Network, lo=0.0, hi=1.0, bounds: Bounds | None = None, solver: str = "auto",
+                 time_limit: float | None = None, threads: int = 1, verbose: bool = False):
+        self.net = net
+        self.model: MIPModel = encode_network(net, lo, hi, bounds)
+        self.solver = solver
+        self.time_limit = time_limit
+        self.threads = threads
+        self.verbose = verbose
+        self.lo = self.model.box_lo.copy()
+        self.hi = self.model.box_hi.copy()
+        self._lb = self.model.lb.copy()
+        self._ub = self.model.ub.copy()
+        self._instances: dict = {}       # key -> [solver, base lb pushed, base ub pushed]
+        self.solver_choices: dict = {}   # kind -> (name, reason)
+
+    @property
+    def n_binaries(self) -> int:
+        return self.model.n_binaries
+
+    # -- box -----------------------------------------------------------------------
+    def set_box(self, lo, hi, tighten: bool = True) -> None:
+        """Change the input box to ``[lo, hi]`` (inside the box the model was built for) without rebuilding.
+
+        With ``tighten``, interval bounds over the new box fix the binaries of
+        neurons it makes stable and tighten the ReLU output columns.
+        """
+        n_in = self.net.n_inputs
+        lo = np.broadcast_to(np.asarray(lo, dtype=np.float64).reshape(-1), (n_in,)).copy()
+        hi = np.broadcast_to(np.asarray(hi, dtype=np.float64).reshape(-1), (n_in,)).copy()
+        if np.any(lo > hi):
+            raise ValueError("the input box is empty: some lo > hi")
+        if np.any(lo < self.model.box_lo - BOX_TOLERANCE) or np.any(hi > self.model.box_hi + BOX_TOLERANCE):
+            raise ValueError("set_box needs a box inside the one the MIP was built for; build a new NetworkMIP")
+        lo, hi = np.maximum(lo, self.model.box_lo), np.minimum(hi, self.model.box_hi)
+        m = self.model
+        lb, ub = m.lb.copy(), m.ub.copy()
+        lb[m.input_cols] = lo[m.input_pixels]
+        ub[m.input_cols] = hi[m.input_pixels]
+        if tighten and m.layers:
+            new = interval_bounds(self.net, lo, hi)
+            for k, layer in enumerate(m.layers):
+                l = np.maximum(layer.lower, new.lower[k][0])[layer.unstable]
+                u = np.minimum(layer.upper, new.upper[k][0])[layer.unstable]
+                inactive = u <= 0
+                active = ~inactive & (l >= 0)
+                ub[layer.y_cols] = np.where(inactive, 0.0, u)
+                lb[layer.y_cols] = np.where(active, l, 0.0)
+                ub[layer.d_cols] = np.where(inactive, 0.0, 1.0)
+                lb[layer.d_cols] = np.where(active, 1.0, 0.0)
+        self.lo, self.hi, self._lb, self._ub = lo, hi, lb, ub
+
+    # -- solvers -------------------------------------------------------------------
+    def _solver_name(self, kind: str, n_cols: int, n_rows: int) -> str:
+        if self.solver != "auto":
+            return self.solver
+        name, reason = choose_solver(kind, n_cols, n_rows, quadratic=False)
+        if self.solver_choices.get(kind, (None,))[0] != name and self.verbose:
+            print(f"solver for {kind}: {name} ({reason})", file=sys.stderr)
+        self.solver_choices[kind] = (name, reason)
+        return name
+
+    def _instance(self, key, kind: str, extend=None):
+        """Return the solver for ``key`` (built on first use from the base model, extended by ``extend``), synced to the box."""
+        if key not in self._instances:
+            model = self.model.copy()
+            model.lb, model.ub = self._lb.copy(), self._ub.copy()
+            if extend is not None:
+                extend(model)
+            name = self._solver_name(kind, model.n_cols, model.n_rows)
+            solver = make_solver(name, model, time_limit=self.time_limit, threads=self.threads)
+            self._instances[key] = [solver, self._lb.copy(), self._ub.copy()]
+            return solver
+        solver, lb, ub = self._instances[key]
+        changed = np.flatnonzero((lb != self._lb) | (ub != self._ub))
+        if changed.size:
+            solver.set_col_bounds(changed, self._lb[changed], self._ub[changed])
+            self._instances[key][1:] = [self._lb.copy(), self._ub.copy()]
+        return solver
+
+    def _input_point(self, v: np.ndarray) -> np.ndarray:
+        """Return the network input of a solution, clipped to the current box (solvers round at 1e-9)."""
+        return np.clip(self.model.input_point(v), self.lo, self.hi)
+
+    def _spec_row(self, c: int, j: int) -> int:
+        others = self.net.spec_classes(c)
+        if j not in others:
+            raise ValueError(f"class {j} is not a competitor of class {c}; competitors: {others}")
+        return others.index(j)
+
+    # -- queries -------------------------------------------------------------------
+    def max_gap(self, c: int, j: int) -> tuple[float | None, np.ndarray | None, SolveResult]:
+        """Return ``(max of logit_j - logit_c over the box, an input attaining it, SolveResult)``.
+
+        For sigmoid nets the gap is ``-logit`` for c == 1 and ``+logit`` for c == 0
+        (j = 1 - c). The value is the solver's objective (None without a
+        solution); ``result.best_bound`` bounds the true maximum from above.
+        """
+        C = self.net.spec_matrix(c)[self._spec_row(c, j)]
+        solver = self._instance("max_gap", "max_gap")
+        gap_row = -(sp.csr_matrix(C) @ self.model.logit_matrix).toarray().ravel()
+        objective = np.zeros(solver.model.n_cols)
+        objective[: gap_row.size] = gap_row
+        solver.set_objective(objective, sense="max", constant=-float(C @ self.model.logit_offset))
+        result = solver.solve()
+        if result.x is None:
+            return result.objective, None, result
+        x = self._input_point(result.x)
+        forward_gap = -float(C @ self.net.forward(x))
+        if abs(forward_gap - result.objective) > 1e-4 * (1.0 + abs(result.objective)):
+            result.message += f"; the forward pass gives {forward_gap:.6g} at the returned point"
+        return result.objective, x, result
+
+    def _add_selector(self, c: int):
+        C = self.net.spec_matrix(c)
+        CL = sp.csr_matrix(C) @ self.model.logit_matrix
+        C_offset = C @ self.model.logit_offset
+        lb, ub = self.model.lb, self.model.ub
+        upper = (CL.maximum(0) @ ub + CL.minimum(0) @ lb) + C_offset
+        big_m = np.maximum(upper + MAX_MARGIN, 0.0) + 1.0
+        k = C.shape[0]
+
+        def extend(model: MIPModel) -> None:
+            model.add_columns(DEFAULT_MARGIN, DEFAULT_MARGIN)           # the margin column, first after the base
+            select_cols = model.add_columns(np.zeros(k), np.ones(k), integer=True)
+            model.add_rows(sp.hstack([CL, np.ones((k, 1)), sp.diags(big_m)], format="csr"), -np.inf, big_m - C_offset)
+            model.add_rows(sp.csr_matrix((np.ones(k), (np.zeros(k, dtype=int), select_cols)), shape=(1, model.n_cols)),
+                           1.0, 1.0)
+        return extend
+
+    def counterexample(self, c: int, margin: float = DEFAULT_MARGIN) -> tuple[np.ndarray | None, SolveResult]:
+        """Return ``(an input of the box not classified c, SolveResult)``, or ``(None, result)``.
+
+        ``None`` with status "infeasible" proves that every input of the box keeps
+        ``C @ logits > -margin`` (class c up to the margin); other statuses without
+        a point leave the question open. A returned point is confirmed by
+        `Network.predict`.
+        """
+        if not 0 < margin <= MAX_MARGIN:
+            raise ValueError(f"margin must be in (0, {MAX_MARGIN}]")
+        solver = self._instance(("counterexample", c), "counterexample", self._add_selector(c))
+        margin_col = self.model.n_cols        # the first column the selector added
+        failures = []
+        while True:
+            solver.set_col_bounds([margin_col], margin, margin)
+            result = solver.solve(stop_at_first=True)
+            if result.x is None:
+                if failures:
+                    if result.status == "infeasible":
+                        result.status = "error"
+                    result.message += ("; " if result.message else "") + (
+                        f"points found at margin {failures[0]:g} were not confirmed by the forward pass and none "
+                        f"was found at margin {margin:g}: undecided near the decision boundary")
+                return None, result
+            x = self._input_point(result.x)
+            if self.net.predict(x) != c:
+                if failures:
+                    result.message += f"; needed margin {margin:g} (smaller margins gave unconfirmed points)"
+                return x, result
+            failures.append(margin)
+            if margin * 10 > MAX_MARGIN * (1 + 1e-9):
+                result.status = "error"
+                result.x, result.objective = None, None
+                result.message += (f"; every point found (margins {', '.join(f'{f:g}' for f in failures)}) kept "
+                                   f"class {c} under the forward pass: numerical trouble, no counterexample returned")
+                return None, result
+            margin *= 10
