@@ -1,0 +1,578 @@
+"""Pre-activation bounds of every hidden neuron over an input box, optionally with ReLU phases fixed.
+
+Inputs are batched: ``lo`` and ``hi`` have shape ``(n_in,)`` or ``(B, n_in)``;
+the result holds, for every hidden layer k, arrays ``lower[k]`` and ``upper[k]``
+of shape ``(B, n_k)`` (B = 1 for an unbatched box). A single box may serve a
+batch of phase patterns (or of specifications ``C``): it is repeated to their B.
+
+``phases`` (optional) is a list with one int8 array per hidden layer, shape
+``(n_k,)`` or ``(B, n_k)``: +1 means the neuron is fixed active (z >= 0),
+-1 fixed inactive (z <= 0), 0 free. A fixed phase clips that neuron's bounds
+(active: lower >= 0; inactive: upper <= 0) before they are propagated. A box
+whose clipped bounds cross (lower > upper beyond ``INFEASIBLE_TOL``: e.g. fixed
+active but upper < 0) contains no input that respects its phases: it is flagged
+in ``Bounds.infeasible`` and its bound values mean nothing.
+
+Notation: ``z_k = W_k a_{k-1} + b_k`` with ``a_{-1} = x`` and ``a_k = relu(z_k)``
+for the hidden layers k = 0..L-1; the logits are ``z_L``. A specification ``C``
+(``(m, n_out)`` or ``(B, m, n_out)``) asks for bounds of ``C z_L`` (see
+`Network.spec_matrix`).
+
+Three methods, each sound (every bound holds for every input of the box that
+respects the fixed phases), from cheapest to tightest:
+
+``interval``
+    ``[l, u]`` of ``W a + b`` over a box ``[p, q]`` is ``W c + b -+ |W| r`` with centre
+    ``c = (p + q) / 2`` and radius ``r = (q - p) / 2``; the box of ``a_k`` is
+    ``[relu(l_k), relu(u_k)]``. On layer 0 this is exact (the extremes are box corners).
+
+``crown`` (linear relaxation with back-substitution, as in DeepPoly / CROWN)
+    Given the bounds ``[l, u]`` of a neuron, its activation is sandwiched by two lines
+    ``alpha z <= a <= s z + t``: exact (``alpha = s = 1, t = 0``) if it is active
+    (``l >= 0`` or phase +1), zero (``alpha = s = t = 0``) if it is inactive (``u <= 0`` or
+    phase -1), and otherwise (``l < 0 < u``) ``s = u / (u - l)``, ``t = -u l / (u - l)``
+    (the chord of the triangle) and a lower slope ``alpha`` in [0, 1]: the adaptive
+    choice 1 if ``u > -l`` else 0, or given. To bound a linear function ``lam . a_j + c``
+    from below, replace ``a_j`` by the lower line where ``lam > 0`` and by the upper line
+    where ``lam < 0``; this gives ``lam' . z_j + c'``, and ``z_j = W_j a_{j-1} + b_j``
+    carries it one layer down. Repeating down to the input gives ``A x + c`` with
+    ``f(x) >= A x + c`` on the box, whose minimum is ``A+ . p + A- . q + c`` (a corner).
+    Upper bounds are the lower bounds of ``-f``. Layer k is bounded this way with the
+    final bounds of layers ``< k`` (only neurons interval arithmetic leaves unstable
+    are back-substituted; the result is intersected with the interval bounds), and
+    ``C z_L`` likewise, which yields ``spec_lower_A``, ``spec_lower_c`` and
+    ``spec_lower = min over the box of spec_lower_A x + spec_lower_c``.
+
+``lp`` (one box at a time)
+    The triangle relaxation of the layers ``< k`` as one linear program over
+    ``v = (x, a_0, ..., a_{k-1})``: ``x`` in the box, ``a_j`` in ``[relu(l_j), relu(u_j)]``;
+    an active neuron ``a = W a' + b``; an inactive one ``a = 0`` and ``W a' + b <= u``;
+    an unstable one ``a >= W a' + b`` and ``a <= s (W a' + b - l)``; with fixed phases in
+    layer k itself, also their sign constraints on ``z_k``. Each still unstable neuron
+    of layer k gets ``min`` and ``max`` of ``z_k`` over this polytope (HiGHS through
+    `scipy.optimize.linprog`; the constraint matrix is built once per layer), and
+    ``C z_L`` is minimised over the relaxation of all hidden layers. The bound kept is
+    not the solver's objective but the weak-duality bound rebuilt from its dual
+    values ``y`` (``y >= 0`` on inequalities): for ``min g.v + g0`` s.t. ``A_ub v <= b_ub``,
+    ``A_eq v = b_eq``, every feasible ``v`` has ``g.v + g0 >= r.v + g0 - y_ub.b_ub - y_eq.b_eq``
+    with ``r = g + A_ub' y_ub + A_eq' y_eq``; bounding the hidden part of ``r.v`` by the
+    variable bounds leaves a linear function of ``x`` (the ``lp`` spec's
+    ``spec_lower_A``, ``spec_lower_c``). It is sound whatever the solver's tolerances,
+    and equals the LP optimum when the duals are exact. New bounds are intersected
+    with the old ones, so ``lp`` is never looser than ``crown``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.optimize import linprog
+
+from explain_mnist.network import Network
+
+INFEASIBLE_TOL = 1e-8
+MAX_BACKSUB_ENTRIES = 2 ** 24
+
+
+@dataclass
+class Bounds:
+    """Per-layer pre-activation bounds for a batch of boxes (see the module docstring).
+
+    ``spec_lower``/``spec_upper`` ``(B, m)`` bound ``C @ logits`` when a ``C`` was given;
+    ``spec_lower_A`` ``(B, m, n_in)`` and ``spec_lower_c`` ``(B, m)`` give the linear lower
+    function behind ``spec_lower`` (``crown`` and ``lp`` only). ``infeasible`` ``(B,)``
+    marks boxes whose fixed phases contradict the bounds: they contain no input.
+    """
+
+    lower: list
+    upper: list
+    method: str
+    seconds: float
+    spec_lower: np.ndarray | None = None
+    spec_upper: np.ndarray | None = None
+    spec_lower_A: np.ndarray | None = None
+    spec_lower_c: np.ndarray | None = None
+    infeasible: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.infeasible is None and self.lower:
+            self.infeasible = np.zeros(self.lower[0].shape[0], dtype=bool)
+
+    def unstable(self, k: int) -> np.ndarray:
+        """Return the mask of neurons of hidden layer k whose phase the bounds do not decide."""
+        return (self.lower[k] < 0) & (self.upper[k] > 0)
+
+    def n_unstable(self) -> int:
+        """Return the number of unstable neurons over all hidden layers (summed over the batch)."""
+        return int(sum(self.unstable(k).sum() for k in range(len(self.lower))))
+
+    def box(self, i: int) -> "Bounds":
+        """Return the bounds of box ``i`` alone, as a batch of one."""
+        def pick(a):
+            return None if a is None else a[i:i + 1].copy()
+        return Bounds([l[i:i + 1].copy() for l in self.lower], [u[i:i + 1].copy() for u in self.upper],
+                      self.method, self.seconds, pick(self.spec_lower), pick(self.spec_upper),
+                      pick(self.spec_lower_A), pick(self.spec_lower_c), pick(self.infeasible))
+
+
+def as_batch(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``lo`` and ``hi`` as float64 arrays of shape ``(B, n_in)``."""
+    lo = np.atleast_2d(np.asarray(lo, dtype=np.float64))
+    hi = np.atleast_2d(np.asarray(hi, dtype=np.float64))
+    return np.broadcast_arrays(lo, hi)
+
+
+def apply_phases(lower: np.ndarray, upper: np.ndarray, phase) -> tuple[np.ndarray, np.ndarray]:
+    """Return bounds clipped by fixed phases (+1: lower >= 0, -1: upper <= 0)."""
+    if phase is None:
+        return lower, upper
+    phase = np.broadcast_to(phase, lower.shape)
+    return np.where(phase > 0, np.maximum(lower, 0.0), lower), np.where(phase < 0, np.minimum(upper, 0.0), upper)
+
+
+def affine_interval(W, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the interval image ``(lower, upper)`` of a batch of boxes under ``x -> W x + b``."""
+    centre = (lo + hi) / 2.0
+    radius = (hi - lo) / 2.0
+    if sp.issparse(W):
+        mid = np.asarray((W @ centre.T).T) + b
+        rad = np.asarray((abs(W) @ radius.T).T)
+    else:
+        mid = centre @ W.T + b
+        rad = radius @ np.abs(W).T
+    return mid - rad, mid + rad
+
+
+def interval_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, phases=None, C=None) -> Bounds:
+    """Return interval-arithmetic bounds of every hidden pre-activation (and of ``C @ logits``) over the boxes."""
+    start = time.perf_counter()
+    lo, hi = _broadcast_boxes(lo, hi, phases, C)
+    infeasible = np.zeros(lo.shape[0], dtype=bool)
+    lower, upper = [], []
+    for k, affine in enumerate(net.hidden):
+        l, u = affine_interval(affine.W, affine.b, lo, hi)
+        l, u = apply_phases(l, u, _layer(phases, k))
+        u, bad = _settle_crossings(l, u)
+        infeasible |= bad
+        lower.append(l)
+        upper.append(u)
+        lo, hi = np.maximum(l, 0.0), np.maximum(u, 0.0)
+    spec_lower = spec_upper = None
+    if C is not None:
+        W_spec, b_spec = _spec_affine(net, C, lo.shape[0])
+        centre, radius = (lo + hi) / 2.0, (hi - lo) / 2.0
+        mid = np.einsum("bmn,bn->bm", W_spec, centre) + b_spec
+        rad = np.einsum("bmn,bn->bm", np.abs(W_spec), radius)
+        spec_lower, spec_upper = mid - rad, mid + rad
+    return Bounds(lower, upper, "interval", time.perf_counter() - start,
+                  spec_lower=spec_lower, spec_upper=spec_upper, infeasible=infeasible)
+
+
+def crown_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, phases=None, C=None, alpha=None) -> Bounds:
+    """Return linear-relaxation (CROWN) bounds of every hidden pre-activation, and of ``C @ logits`` if given.
+
+    ``alpha`` (optional): one array per hidden layer, ``(n_k,)`` or ``(B, n_k)`` in [0, 1],
+    the lower slopes of unstable neurons; default the adaptive choice.
+    """
+    start = time.perf_counter()
+    lo, hi = _broadcast_boxes(lo, hi, phases, C, alpha)
+    n_boxes = lo.shape[0]
+    phases = _batched_layers(phases, net, n_boxes, "phases")
+    alpha = _batched_layers(alpha, net, n_boxes, "alpha")
+    if alpha is not None and any(((a < 0) | (a > 1)).any() for a in alpha):
+        raise ValueError("alpha (lower slopes of unstable ReLUs) must lie in [0, 1]")
+    C = None if C is None else _batched_spec(net, C, n_boxes)
+    widest = max([net.n_inputs] + [a.n_out for a in net.affines])
+    rows = max([a.n_out for a in net.hidden] + [0 if C is None else C.shape[1]])
+    chunk = max(1, MAX_BACKSUB_ENTRIES // max(1, 2 * rows * widest))
+    parts = []
+    for s in range(0, n_boxes, chunk):
+        sl = slice(s, s + chunk)
+        parts.append(_crown_chunk(net, lo[sl], hi[sl], _slice_layers(phases, sl), None if C is None else C[sl],
+                                  _slice_layers(alpha, sl)))
+    result = _concatenate(parts, "crown")
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def lp_tighten(net: Network, lo: np.ndarray, hi: np.ndarray, bounds: Bounds | None = None, layers=None,
+               time_budget: float | None = None, phases=None, C=None) -> Bounds:
+    """Return the bounds of ONE box tightened by linear programs over the triangle relaxation.
+
+    ``bounds`` (default: `crown_bounds`) are the starting bounds, ``layers`` the hidden
+    layers to tighten (default all), ``time_budget`` seconds after which the remaining
+    neurons keep their old bounds. Layer 0 is re-bounded only when some of its phases are
+    fixed (without them its interval bounds are already exact). With ``C`` the spec bounds
+    are tightened too. Each LP costs milliseconds to a second: budget it on wide nets.
+    """
+    start = time.perf_counter()
+    deadline = np.inf if time_budget is None else start + time_budget
+    lo, hi = as_batch(lo, hi)
+    if lo.shape[0] != 1:
+        raise ValueError(f"lp_tighten bounds one box at a time, got {lo.shape[0]}; use compute_bounds(method='lp')")
+    phases = _batched_layers(phases, net, 1, "phases")
+    C = None if C is None else _batched_spec(net, C, 1)
+    if bounds is None:
+        bounds = crown_bounds(net, lo, hi, phases=phases, C=C)
+    lower = [l.copy() for l in bounds.lower]
+    upper = [u.copy() for u in bounds.upper]
+    infeasible = bounds.infeasible.copy() if bounds.infeasible is not None else np.zeros(1, dtype=bool)
+    todo = set(range(len(net.hidden)) if layers is None else layers)
+    for k, affine in enumerate(net.hidden):
+        if infeasible[0]:
+            break
+        if k > 0:
+            li, ui = affine_interval(affine.W, affine.b, np.maximum(lower[k - 1], 0), np.maximum(upper[k - 1], 0))
+            lower[k], upper[k] = np.maximum(lower[k], li), np.minimum(upper[k], ui)
+        fixed = np.zeros(affine.n_out, dtype=np.int8) if phases is None else phases[k][0]
+        unstable = np.flatnonzero((lower[k][0] < 0) & (upper[k][0] > 0))
+        if k in todo and unstable.size and (k > 0 or fixed.any()) and time.perf_counter() < deadline:
+            lp = _TriangleLP(net, lo[0], hi[0], lower, upper, k, fixed)
+            W_rows = _dense_rows(affine.W, unstable)
+            for row, i in enumerate(unstable):
+                if time.perf_counter() >= deadline:
+                    break
+                low = lp.lower_bound(W_rows[row], affine.b[i])
+                high = lp.lower_bound(-W_rows[row], -affine.b[i])
+                if low is not None:
+                    lower[k][0, i] = max(lower[k][0, i], low[0])
+                if high is not None:
+                    upper[k][0, i] = min(upper[k][0, i], -high[0])
+        lower[k], upper[k] = apply_phases(lower[k], upper[k], None if phases is None else phases[k])
+        upper[k], bad = _settle_crossings(lower[k], upper[k])
+        infeasible |= bad
+    spec = {}
+    if C is not None:
+        spec = _lp_spec(net, lo, hi, lower, upper, phases, C, bounds, deadline, infeasible[0])
+    return Bounds(lower, upper, "lp", time.perf_counter() - start, infeasible=infeasible, **spec)
+
+
+def lp_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, phases=None, C=None) -> Bounds:
+    """Return `crown_bounds` tightened box by box with `lp_tighten`."""
+    start = time.perf_counter()
+    lo, hi = _broadcast_boxes(lo, hi, phases, C)
+    n_boxes = lo.shape[0]
+    phases = _batched_layers(phases, net, n_boxes, "phases")
+    C = None if C is None else _batched_spec(net, C, n_boxes)
+    crown = crown_bounds(net, lo, hi, phases=phases, C=C)
+    parts = [lp_tighten(net, lo[i], hi[i], bounds=crown.box(i), phases=_slice_layers(phases, slice(i, i + 1)),
+                        C=None if C is None else C[i:i + 1]) for i in range(n_boxes)]
+    result = _concatenate(parts, "lp")
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def spec_coefficients(net: Network, bounds: Bounds, C: np.ndarray, phases=None, boxes=None, alpha=None) -> list:
+    """Return, per hidden layer k, the coefficients ``(n, n_k)`` of ``a_k`` in CROWN's back-substituted lower bound.
+
+    ``C`` holds one spec row per selected box, ``(n, n_out)`` (or one row ``(n_out,)`` for all);
+    ``boxes`` selects boxes of ``bounds`` (and of batched ``phases``/``alpha``), default all.
+    The relaxation is the one `crown_bounds` uses with the same ``phases`` and ``alpha``.
+    A negative coefficient means the neuron's upper line (its triangle's chord) enters the bound.
+    """
+    n_total = bounds.lower[0].shape[0] if bounds.lower else 1
+    boxes = np.arange(n_total) if boxes is None else np.asarray(boxes)
+    phases = _batched_layers(phases, net, n_total, "phases")
+    alpha = _batched_layers(alpha, net, n_total, "alpha")
+    C = np.atleast_2d(np.asarray(C, dtype=np.float64))
+    C = np.broadcast_to(C, (boxes.size, net.n_outputs))[:, None, :]
+    lam = _times_W(C, net.affines[-1].W)
+    coefficients = [None] * len(net.hidden)
+    for k in range(len(net.hidden) - 1, -1, -1):
+        coefficients[k] = lam[:, 0, :].copy()
+        lower_slope, slope, _ = _relaxation(bounds.lower[k][boxes], bounds.upper[k][boxes],
+                                            None if phases is None else phases[k][boxes],
+                                            None if alpha is None else alpha[k][boxes])
+        lam = np.maximum(lam, 0.0) * lower_slope[:, None, :] + np.minimum(lam, 0.0) * slope[:, None, :]
+        lam = _times_W(lam, net.hidden[k].W)
+    return coefficients
+
+
+BOUND_METHODS = {"interval": interval_bounds, "crown": crown_bounds, "lp": lp_bounds}
+
+
+def compute_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, method: str = "interval", phases=None,
+                   C=None) -> Bounds:
+    """Return the bounds of ``method`` (a key of `BOUND_METHODS`) over the boxes ``[lo, hi]``."""
+    if method not in BOUND_METHODS:
+        raise ValueError(f"unknown bound method {method!r}; supported: {', '.join(BOUND_METHODS)}")
+    return BOUND_METHODS[method](net, lo, hi, phases=phases, C=C)
+
+
+# ---------------------------------------------------------------------------------------------
+# CROWN internals
+
+
+def _crown_chunk(net, lo, hi, phases, C, alpha) -> Bounds:
+    n_boxes = lo.shape[0]
+    infeasible = np.zeros(n_boxes, dtype=bool)
+    lower, upper, relaxations = [], [], []
+    act_lo, act_hi = lo, hi
+    for k, affine in enumerate(net.hidden):
+        l, u = affine_interval(affine.W, affine.b, act_lo, act_hi)
+        rows = np.flatnonzero(((l < 0) & (u > 0)).any(axis=0)) if k > 0 else np.empty(0, dtype=int)
+        if rows.size:
+            W_rows = _dense_rows(affine.W, rows)
+            lam = np.broadcast_to(W_rows, (n_boxes,) + W_rows.shape)
+            const = np.broadcast_to(affine.b[rows], (n_boxes, rows.size))
+            bound = _two_sided(net, relaxations, k - 1, lam, const, lo, hi)[2]
+            l[:, rows] = np.maximum(l[:, rows], bound[:, :rows.size])
+            u[:, rows] = np.minimum(u[:, rows], -bound[:, rows.size:])
+        l, u = apply_phases(l, u, _layer(phases, k))
+        u, bad = _settle_crossings(l, u)
+        infeasible |= bad
+        lower.append(l)
+        upper.append(u)
+        relaxations.append(_relaxation(l, u, _layer(phases, k), _layer(alpha, k)))
+        act_lo, act_hi = np.maximum(l, 0.0), np.maximum(u, 0.0)
+    spec = {} if C is None else _crown_spec(net, lo, hi, relaxations, C)
+    return Bounds(lower, upper, "crown", 0.0, infeasible=infeasible, **spec)
+
+
+def _crown_spec(net, lo, hi, relaxations, C) -> dict:
+    W_spec, b_spec = _spec_affine(net, C, lo.shape[0])
+    A, const, bound = _two_sided(net, relaxations, len(net.hidden) - 1, W_spec, b_spec, lo, hi)
+    m = W_spec.shape[1]
+    return dict(spec_lower=bound[:, :m], spec_upper=-bound[:, m:], spec_lower_A=A[:, :m], spec_lower_c=const[:, :m])
+
+
+def _relaxation(lower, upper, phase, alpha):
+    """Return ``(alpha, s, t)`` of the lines ``alpha z <= relu(z) <= s z + t``, each ``(B, n)``."""
+    if phase is None:
+        phase = np.zeros(lower.shape, dtype=np.int8)
+    active = (phase > 0) | ((phase == 0) & (lower >= 0))
+    inactive = ~active & ((phase < 0) | (upper <= 0))
+    unstable = ~active & ~inactive
+    width = np.where(unstable, upper - lower, 1.0)
+    slope = np.where(active, 1.0, np.where(unstable, upper / width, 0.0))
+    intercept = np.where(unstable, -upper * lower / width, 0.0)
+    lower_slope = (upper > -lower).astype(np.float64) if alpha is None else np.broadcast_to(alpha, lower.shape)
+    lower_slope = np.where(active, 1.0, np.where(unstable, lower_slope, 0.0))
+    return lower_slope, slope, intercept
+
+
+def _two_sided(net, relaxations, top, lam, const, lo, hi):
+    """Back-substitute ``lam . a_top + const`` both ways; return ``A``, ``c`` and the box minima of ``[f; -f]``."""
+    lam = np.concatenate([lam, -lam], axis=1)
+    const = np.concatenate([const, -const], axis=1)
+    A, c = _back_substitute(net, relaxations, top, lam, const)
+    pos, neg = np.maximum(A, 0.0), np.minimum(A, 0.0)
+    return A, c, c + np.einsum("bmn,bn->bm", pos, lo) + np.einsum("bmn,bn->bm", neg, hi)
+
+
+def _back_substitute(net, relaxations, top, lam, const):
+    """Return ``(A, c)`` with ``lam . a_top + const >= A x + c`` for every input (``top = -1``: lam is on x)."""
+    affines = net.hidden
+    for j in range(top, -1, -1):
+        lower_slope, slope, intercept = relaxations[j]
+        pos, neg = np.maximum(lam, 0.0), np.minimum(lam, 0.0)
+        const = const + np.einsum("bmn,bn->bm", neg, intercept)
+        lam = pos * lower_slope[:, None, :] + neg * slope[:, None, :]
+        const = const + lam @ affines[j].b
+        lam = _times_W(lam, affines[j].W)
+    return lam, const
+
+
+def _times_W(lam, W):
+    """Return ``lam @ W`` for ``lam`` of shape ``(B, m, n_out)`` and ``W`` ``(n_out, n_in)``, dense or sparse."""
+    n_boxes, m, n = lam.shape
+    flat = lam.reshape(n_boxes * m, n)
+    out = np.asarray((W.T @ flat.T).T) if sp.issparse(W) else flat @ W
+    return out.reshape(n_boxes, m, W.shape[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# LP internals
+
+
+class _TriangleLP:
+    """The triangle relaxation of hidden layers ``< depth`` over one box, for many objectives on ``a_{depth-1}``."""
+
+    def __init__(self, net, lo, hi, lower, upper, depth, fixed_top=None):
+        affines = net.hidden
+        sizes = [net.n_inputs] + [a.n_out for a in affines[:depth]]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)])
+        n_vars = int(self.offsets[-1])
+        var_lo = [lo] + [np.maximum(lower[j][0], 0.0) for j in range(depth)]
+        var_hi = [hi] + [np.maximum(upper[j][0], 0.0) for j in range(depth)]
+        self.var_lo, self.var_hi = np.concatenate(var_lo), np.concatenate(var_hi)
+        self.n_in = net.n_inputs
+        ub_blocks, ub_rhs, eq_blocks, eq_rhs = [], [], [], []
+        for j in range(depth):
+            W, b = affines[j].W, affines[j].b
+            l, u = lower[j][0], upper[j][0]
+            active = l >= 0
+            inactive = ~active & (u <= 0)
+            unstable = ~active & ~inactive
+            idx = np.flatnonzero(active)
+            if idx.size:  # a_j - W a_{j-1} = b
+                eq_blocks.append(self._rows(j - 1, -_sparse_rows(W, idx), j, idx))
+                eq_rhs.append(b[idx])
+            idx = np.flatnonzero(inactive)
+            if idx.size:  # W a_{j-1} <= u - b
+                ub_blocks.append(self._rows(j - 1, _sparse_rows(W, idx)))
+                ub_rhs.append(u[idx] - b[idx])
+            idx = np.flatnonzero(unstable)
+            if idx.size:
+                s = u[idx] / (u[idx] - l[idx])
+                W_idx = _sparse_rows(W, idx)
+                ub_blocks.append(self._rows(j - 1, W_idx, j, idx, -1.0))  # W a' - a <= -b
+                ub_rhs.append(-b[idx])
+                ub_blocks.append(self._rows(j - 1, -sp.diags(s) @ W_idx, j, idx))  # a - s W a' <= s (b - l)
+                ub_rhs.append(s * (b[idx] - l[idx]))
+        if fixed_top is not None and depth < len(affines):
+            W, b = affines[depth].W, affines[depth].b
+            idx = np.flatnonzero(fixed_top > 0)
+            if idx.size:  # W a' + b >= l  (fixed active)
+                ub_blocks.append(self._rows(depth - 1, -_sparse_rows(W, idx)))
+                ub_rhs.append(b[idx] - lower[depth][0, idx])
+            idx = np.flatnonzero(fixed_top < 0)
+            if idx.size:  # W a' + b <= u  (fixed inactive)
+                ub_blocks.append(self._rows(depth - 1, _sparse_rows(W, idx)))
+                ub_rhs.append(upper[depth][0, idx] - b[idx])
+        self.A_ub = sp.vstack(ub_blocks, format="csr") if ub_blocks else sp.csr_matrix((0, n_vars))
+        self.b_ub = np.concatenate(ub_rhs) if ub_rhs else np.zeros(0)
+        self.A_eq = sp.vstack(eq_blocks, format="csr") if eq_blocks else sp.csr_matrix((0, n_vars))
+        self.b_eq = np.concatenate(eq_rhs) if eq_rhs else np.zeros(0)
+        self.var_bounds = np.column_stack([self.var_lo, self.var_hi])
+        self.top = slice(int(self.offsets[depth]), int(self.offsets[depth + 1]))
+        self.n_vars = n_vars
+
+    def _rows(self, prev, W_rows, layer=None, idx=None, sign=1.0):
+        """Return rows ``W_rows . a_prev (+ sign * e_idx . a_layer)`` over all variables (``prev = -1``: x)."""
+        block = sp.coo_matrix(W_rows)
+        rows, cols, vals = [block.row], [block.col + self.offsets[prev + 1]], [block.data]
+        if layer is not None:
+            rows.append(np.arange(idx.size))
+            cols.append(self.offsets[layer + 1] + idx)
+            vals.append(np.full(idx.size, sign))
+        return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                             shape=(W_rows.shape[0], int(self.offsets[-1])))
+
+    def lower_bound(self, g_top, g0):
+        """Return ``(bound, A_x, c)``: a lower bound of ``g_top . a_{depth-1} + g0`` from the LP's duals, or None."""
+        g = np.zeros(self.n_vars)
+        g[self.top] = g_top
+        res = linprog(g, A_ub=self.A_ub if self.b_ub.size else None, b_ub=self.b_ub if self.b_ub.size else None,
+                      A_eq=self.A_eq if self.b_eq.size else None, b_eq=self.b_eq if self.b_eq.size else None,
+                      bounds=self.var_bounds, method="highs")
+        if res.status != 0:
+            return None
+        y_ub = np.maximum(-res.ineqlin.marginals, 0.0) if self.b_ub.size else np.zeros(0)
+        y_eq = -res.eqlin.marginals if self.b_eq.size else np.zeros(0)
+        reduced = g + self.A_ub.T @ y_ub + self.A_eq.T @ y_eq
+        const = g0 - y_ub @ self.b_ub - y_eq @ self.b_eq
+        hidden = reduced[self.n_in:]
+        const += np.minimum(hidden * self.var_lo[self.n_in:], hidden * self.var_hi[self.n_in:]).sum()
+        A_x = reduced[:self.n_in]
+        bound = const + np.minimum(A_x * self.var_lo[:self.n_in], A_x * self.var_hi[:self.n_in]).sum()
+        return bound, A_x, const
+
+
+def _lp_spec(net, lo, hi, lower, upper, phases, C, old, deadline, infeasible) -> dict:
+    """Return the spec fields for one box: the best of old, re-run CROWN and the LP's dual bound, row by row."""
+    relaxations = [_relaxation(lower[k], upper[k], _layer(phases, k), None) for k in range(len(lower))]
+    spec = _crown_spec(net, lo, hi, relaxations, C)
+    if old.spec_lower_A is not None:
+        better = old.spec_lower > spec["spec_lower"]
+        spec["spec_lower"] = np.where(better, old.spec_lower, spec["spec_lower"])
+        spec["spec_lower_c"] = np.where(better, old.spec_lower_c, spec["spec_lower_c"])
+        spec["spec_lower_A"] = np.where(better[..., None], old.spec_lower_A, spec["spec_lower_A"])
+    if old.spec_upper is not None:
+        spec["spec_upper"] = np.minimum(spec["spec_upper"], old.spec_upper)
+    if infeasible:
+        return spec
+    W_spec, b_spec = _spec_affine(net, C, 1)
+    lp = _TriangleLP(net, lo[0], hi[0], lower, upper, len(net.hidden))
+    for r in range(W_spec.shape[1]):
+        if time.perf_counter() >= deadline:
+            break
+        low = lp.lower_bound(W_spec[0, r], b_spec[0, r])
+        if low is not None and low[0] > spec["spec_lower"][0, r]:
+            spec["spec_lower"][0, r], spec["spec_lower_A"][0, r], spec["spec_lower_c"][0, r] = low
+        high = lp.lower_bound(-W_spec[0, r], -b_spec[0, r])
+        if high is not None:
+            spec["spec_upper"][0, r] = min(spec["spec_upper"][0, r], -high[0])
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers
+
+
+def _settle_crossings(lower, upper):
+    """Return ``(upper, infeasible)``: boxes whose bounds cross beyond the tolerance, others with round-off removed."""
+    gap = lower - upper
+    infeasible = (gap > INFEASIBLE_TOL).any(axis=1)
+    upper = np.where((gap > 0) & ~infeasible[:, None], lower, upper)
+    return upper, infeasible
+
+
+def _spec_affine(net, C, n_boxes):
+    """Return ``(W_spec (B, m, n_last), b_spec (B, m))``: ``C @ logits`` as an affine map of the last activations."""
+    C = _batched_spec(net, C, n_boxes)
+    last = net.affines[-1]
+    return _times_W(C, last.W), C @ last.b
+
+
+def _broadcast_boxes(lo, hi, phases=None, C=None, alpha=None):
+    """Return ``lo``, ``hi`` as ``(B, n_in)`` with B the batch of boxes, phases, alpha or C (one box may serve many)."""
+    lo, hi = as_batch(lo, hi)
+    sizes = [lo.shape[0]]
+    sizes += [np.ndim(a) == 2 and np.shape(a)[0] for layers in (phases, alpha) if layers is not None for a in layers]
+    if C is not None and np.ndim(C) == 3:
+        sizes.append(np.shape(C)[0])
+    n_boxes = max(int(n) for n in sizes)
+    if lo.shape[0] not in (1, n_boxes):
+        raise ValueError(f"{lo.shape[0]} boxes but batched phases, alpha or C of {n_boxes}")
+    return np.broadcast_to(lo, (n_boxes, lo.shape[1])), np.broadcast_to(hi, (n_boxes, hi.shape[1]))
+
+
+def _batched_spec(net, C, n_boxes):
+    C = np.asarray(C, dtype=np.float64)
+    if C.ndim not in (2, 3) or C.shape[-1] != net.n_outputs:
+        raise ValueError(f"C must have shape (m, {net.n_outputs}) or (B, m, {net.n_outputs}), got {C.shape}")
+    if C.ndim == 2:
+        C = C[None]
+    if C.shape[0] not in (1, n_boxes):
+        raise ValueError(f"C holds {C.shape[0]} specifications for {n_boxes} boxes")
+    return np.broadcast_to(C, (n_boxes,) + C.shape[1:])
+
+
+def _batched_layers(arrays, net, n_boxes, what):
+    """Return a per-hidden-layer list broadcast to ``(B, n_k)``, or None."""
+    if arrays is None:
+        return None
+    if len(arrays) != len(net.hidden):
+        raise ValueError(f"{what} needs one array per hidden layer ({len(net.hidden)}), got {len(arrays)}")
+    return [np.broadcast_to(np.asarray(a), (n_boxes, affine.n_out)) for a, affine in zip(arrays, net.hidden)]
+
+
+def _slice_layers(arrays, sl):
+    return None if arrays is None else [a[sl] for a in arrays]
+
+
+def _layer(arrays, k):
+    return None if arrays is None else arrays[k]
+
+
+def _dense_rows(W, idx):
+    return W[idx].toarray() if sp.issparse(W) else W[idx]
+
+
+def _sparse_rows(W, idx):
+    return sp.csr_matrix(W[idx])
+
+
+def _concatenate(parts, method) -> Bounds:
+    """Return one `Bounds` holding the boxes of ``parts`` in order."""
+    def cat(name):
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else np.concatenate(values, axis=0)
+    n_layers = len(parts[0].lower)
+    return Bounds([np.concatenate([p.lower[k] for p in parts]) for k in range(n_layers)],
+                  [np.concatenate([p.upper[k] for p in parts]) for k in range(n_layers)],
+                  method, sum(p.seconds for p in parts), cat("spec_lower"), cat("spec_upper"),
+                  cat("spec_lower_A"), cat("spec_lower_c"), cat("infeasible"))
