@@ -7,6 +7,7 @@ A model argument is a shipped name (``twoclass``, ``multiclass``, ``cnn_simple``
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,14 @@ def load_network(model: str) -> Network:
     module, entry = _reader(path)
     net = getattr(module, entry[1])(path)
     net.meta["path"] = str(path)
+    card = path.with_suffix(".json")
+    if card.is_file():
+        try:
+            names = json.loads(card.read_text()).get("class_names")
+        except (json.JSONDecodeError, AttributeError):
+            names = None
+        if isinstance(names, list) and len(names) == net.n_classes:
+            net.meta["class_names"] = names
     return net
 
 

@@ -35,3 +35,27 @@ def show_difference(fig, ax, delta: np.ndarray, title: str) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+
+
+def verify_figure(result: dict):
+    """Return the figure of a verify.py result: the image, the counterexample (if any) and their difference."""
+    x0 = np.asarray(result["image"])
+    names = result.get("class_names")
+    name = (lambda k: "-" if k is None else (names[k] if names else str(k)))
+    cex = result.get("counterexample")
+    eps = result.get("epsilon")
+    box = f"eps = {eps:g}" if eps is not None else "VNN-LIB box"
+    if cex is None:
+        fig, ax = plt.subplots(1, 1, figsize=(3.4, 3.6))
+        show_image(ax, x0, f"class {name(result['predicted'])}: {result['verdict'].upper()}\n"
+                           f"{box}, by {result['method']}, {result['seconds']:.2f} s")
+        return fig
+    cex = np.asarray(cex)
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    show_image(axes[0], x0, f"original: class {name(result['predicted'])}")
+    show_image(axes[1], cex, f"counterexample: class {name(result['counterexample_class'])}\n"
+                             f"(re-checked: {'yes' if result['verified'] else 'NO'})")
+    delta = cex - x0
+    show_difference(fig, axes[2], delta, f"difference, max |d| = {np.abs(delta).max():.3f}")
+    fig.suptitle(f"NOT ROBUST for {box}: found by {result['method']} in {result['seconds']:.2f} s", fontsize=10)
+    return fig

@@ -28,6 +28,11 @@ def twoclass_split(split: Split) -> Split:
     return Split(split.x[keep], (split.y[keep] == TWOCLASS_DIGITS[1]).astype(np.int64))
 
 
+def class_names(kind: str) -> list[str]:
+    """Return the digit each class of the model ``kind`` stands for."""
+    return [str(d) for d in TWOCLASS_DIGITS] if kind == "twoclass" else [str(d) for d in range(10)]
+
+
 def task_data(kind: str, data: TrainingData) -> TrainingData:
     """Return the data of the model's task (the 1-vs-3 subset for twoclass)."""
     if kind != "twoclass":
@@ -54,6 +59,7 @@ def train(kind: str, epochs: int, seed: int, out: str | Path, data_path: str | N
         "file": out.name,
         "layer_sizes": net.layer_sizes(),
         "decision_rule": net.decision,
+        "class_names": class_names(kind),
         "data_source": data.source,
         "train_size": len(data.train),
         "validation_size": 0 if data.validation is None else len(data.validation),

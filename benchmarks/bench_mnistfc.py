@@ -1,0 +1,83 @@
+"""Run verify.py's engine on the VNN-COMP 2021 mnistfc benchmark and compare with the competition's verdicts.
+
+    python benchmarks/bench_mnistfc.py [--limit S] [--nets 256x2,256x4,256x6] [--props 0,1,...] [--shared PATH]
+
+Writes the per-instance table and the counts to benchmarks/RESULTS.md (section "mnistfc") and a JSON file of
+the rows to benchmarks/mnistfc_results.json (atomically, after every instance).
+"""
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.report import machine_line, update_section  # noqa: E402
+from explain_mnist.onnx_io import read_onnx  # noqa: E402
+from explain_mnist.results import write_json  # noqa: E402
+from explain_mnist.verification import verify_box  # noqa: E402
+from explain_mnist.vnnlib import read_vnnlib  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+VERDICT_NAMES = {"robust": "holds", "not_robust": "violated", "unknown": "unknown"}
+COMPETITION = "alpha-beta-CROWN 70 (GPU), VeriNet 60, Debona 59, oval 58, ERAN 56, Marabou 54 of 90"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--shared", default=str(REPO.parent / "shared" / "benchmarks" / "mnistfc"))
+    p.add_argument("--limit", type=float, default=None, help="time limit per instance (default: the competition's)")
+    p.add_argument("--nets", default="256x2,256x4,256x6")
+    p.add_argument("--props", default=None, help="comma-separated property indices (default all)")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "mnistfc_results.json"))
+    args = p.parse_args()
+    folder = Path(args.shared)
+    consensus = {(r["network"], r["property"]): r for r in csv.DictReader(open(folder / "verdicts_vnncomp2021.csv"))}
+    nets = {f"mnist-net_{n}.onnx" for n in args.nets.split(",")}
+    props = None if args.props is None else {int(k) for k in args.props.split(",")}
+    instances = [row for row in csv.reader(open(folder / "mnistfc_instances.csv"))
+                 if row[0] in nets and (props is None or int(row[1].split("_")[1]) in props)]
+    networks = {name: read_onnx(folder / name) for name in nets}
+    rows = []
+    for network, prop_name, limit in tqdm(instances, desc="mnistfc", unit="instance"):
+        prop = read_vnnlib(folder / prop_name)
+        net = networks[network]
+        limit = float(limit) if args.limit is None else args.limit
+        start = time.perf_counter()
+        result = verify_box(net, prop.lo, prop.hi, prop.label, time_limit=limit)
+        ours = VERDICT_NAMES[result["verdict"]]
+        known = consensus[(network, prop_name)]
+        contradiction = ours != "unknown" and known["consensus"] != "unknown" and ours != known["consensus"]
+        rows.append({"network": network, "property": prop_name, "ours": ours, "method": result["method"],
+                     "seconds": round(time.perf_counter() - start, 2), "nodes": result["nodes"],
+                     "consensus": known["consensus"], "fastest_tool_seconds": known["fastest_agreeing_seconds"],
+                     "limit": limit, "contradiction": contradiction})
+        tqdm.write(f"{network} {prop_name}: {ours} by {result['method']} in {rows[-1]['seconds']} s "
+                   f"({result['nodes']} nodes); consensus {known['consensus']}" + ("  CONTRADICTION" if contradiction else ""))
+        write_json(args.out, rows)
+    report(rows, args)
+
+
+def report(rows, args):
+    decided = [r for r in rows if r["ours"] != "unknown"]
+    lines = [f"## VNN-COMP 2021 mnistfc ({len(rows)} instances)", "", machine_line(),
+             f"Command: `python benchmarks/bench_mnistfc.py" + (f" --limit {args.limit:g}" if args.limit else "")
+             + (f" --nets {args.nets}" if args.nets != "256x2,256x4,256x6" else "") + "`, 1 thread.", "",
+             f"Decided {len(decided)} of {len(rows)}; contradictions with the consensus: "
+             f"{sum(r['contradiction'] for r in rows)}. Competition (90 instances): {COMPETITION}.", ""]
+    for net in sorted({r["network"] for r in rows}):
+        sub = [r for r in rows if r["network"] == net]
+        lines.append(f"- {net}: {sum(r['ours'] != 'unknown' for r in sub)} of {len(sub)} decided")
+    lines += ["", "| network | property | ours | method | seconds | nodes | consensus | fastest tool s |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        flag = " **CONTRADICTS**" if r["contradiction"] else ""
+        lines.append(f"| {r['network']} | {r['property']} | {r['ours']}{flag} | {r['method']} | {r['seconds']} | "
+                     f"{r['nodes']} | {r['consensus']} | {r['fastest_tool_seconds']} |")
+    update_section("mnistfc", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

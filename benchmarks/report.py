@@ -1,0 +1,30 @@
+"""Writing benchmark tables into benchmarks/RESULTS.md, one marked section per benchmark, atomically."""
+import datetime
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from explain_mnist.results import write_atomic  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+HEADER = "# Benchmark results\n\nEach section is rewritten by the benchmark named in it; figures are measured, not asserted.\n"
+
+
+def machine_line() -> str:
+    """Return one line naming the machine, the date and Python."""
+    cpu = platform.processor() or platform.machine()
+    return (f"Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+            f"{datetime.date.today().isoformat()}.")
+
+
+def update_section(name: str, markdown: str) -> Path:
+    """Replace (or append) the section ``name`` of RESULTS.md with ``markdown``; return the file."""
+    text = RESULTS.read_text() if RESULTS.exists() else HEADER
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{markdown.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    return write_atomic(RESULTS, lambda f: f.write(text.encode()))

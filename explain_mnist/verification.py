@@ -1,0 +1,84 @@
+"""What verify.py runs: build the box, ask the `Verifier`, re-check the answer with the model's own framework."""
+from __future__ import annotations
+
+import numpy as np
+
+from explain_mnist.errors import UserError
+from explain_mnist.verifier import Verifier
+
+
+def linf_box(x0: np.ndarray, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
+    """Return the per-pixel box ``[max(0, x0 - eps), min(1, x0 + eps)]``."""
+    return np.clip(x0 - epsilon, 0.0, 1.0), np.clip(x0 + epsilon, 0.0, 1.0)
+
+
+def verify_box(net, lo, hi, c, time_limit=None, node_limit=200_000, solver="auto", threads=1) -> dict:
+    """Return verify.py's result for the box ``[lo, hi]`` and class ``c``, the counterexample re-checked by the model."""
+    from explain_mnist.models import reference_classes
+
+    verdict = Verifier(net, time_limit=time_limit, node_limit=node_limit, solver=solver,
+                       threads=threads).verify(lo, hi, c)
+    verified = verdict.verdict == "robust"
+    message = verdict.message
+    if verdict.verdict == "not_robust":
+        own_class = int(reference_classes(net, verdict.counterexample[None])[0])
+        verified = own_class != c and own_class == verdict.counterexample_class
+        if not verified:
+            verdict.verdict = "unknown"
+            message = (f"the counterexample found by {verdict.method} is classified {own_class} by the model's own "
+                       f"framework (numpy network: {verdict.counterexample_class}); not reported as a counterexample")
+    return {
+        "predicted": int(c),
+        "verdict": verdict.verdict,
+        "counterexample": verdict.counterexample if verdict.verdict == "not_robust" else None,
+        "counterexample_class": verdict.counterexample_class if verdict.verdict == "not_robust" else None,
+        "verified": bool(verified),
+        "method": verdict.method,
+        "nodes": int(verdict.nodes),
+        "seconds": round(float(verdict.seconds), 4),
+        "lower_bound": float(verdict.lower_bound),
+        "message": message,
+        "stages": verdict.stages,
+    }
+
+
+def run_verify(args) -> dict:
+    """Return the result of verify.py for parsed arguments (see verify.py --help)."""
+    from explain_mnist.cli import load_input, load_model
+
+    net = load_model(args)
+    if args.vnnlib:
+        from explain_mnist.vnnlib import read_vnnlib
+        prop = read_vnnlib(args.vnnlib)
+        if prop.n_inputs != net.n_inputs or prop.n_outputs != net.n_outputs:
+            raise UserError(f"{args.vnnlib} has {prop.n_inputs} inputs and {prop.n_outputs} outputs, the model "
+                            f"{net.n_inputs} and {net.n_outputs}")
+        if prop.label is None:
+            raise UserError(f"{args.vnnlib} is not a robustness property (a disjunction of Y_j >= Y_c for one "
+                            f"class c); only those are supported")
+        lo, hi, c = prop.lo, prop.hi, prop.label
+        x0 = (lo + hi) / 2.0
+        source, epsilon, label, index = f"VNN-LIB {args.vnnlib}", None, prop.label, None
+        if not 0 <= c < net.n_classes:
+            raise UserError(f"{args.vnnlib} names class {c}, but the model has {net.n_classes} classes")
+    else:
+        image = load_input(args)
+        x0, source, label, index, epsilon = image.x, image.source, image.label, image.index, args.epsilon
+        c = int(net.predict(x0))
+        lo, hi = linf_box(x0, epsilon)
+    result = verify_box(net, lo, hi, c, args.time_limit, args.node_limit, args.solver, args.threads)
+    return {"model": args.model, "input": source, "index": index, "label": label, "epsilon": epsilon,
+            "class_names": net.meta.get("class_names"), **result, "image": x0,
+            "time_limit": args.time_limit}
+
+
+def save_outputs(args, result: dict) -> None:
+    """Write the JSON result and (unless --no-figure) the figure drawn from it."""
+    from explain_mnist.results import to_jsonable, write_json
+
+    plain = to_jsonable(result)
+    if args.json:
+        write_json(args.json, plain)
+    if args.figure and not args.no_figure:
+        from explain_mnist.plots import save_figure, verify_figure
+        save_figure(verify_figure(plain), args.figure)

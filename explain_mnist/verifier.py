@@ -1,0 +1,144 @@
+"""The verifier loop: bound, attack, split, with the MIP as the last resort.
+
+Question: does every input ``x`` in the box ``[lo, hi]`` keep class ``c``? With
+``C = net.spec_matrix(c)`` that is ``min_x min_i (C f(x))_i > 0``: ties count as
+a change of class.
+
+Answers (`Verdict.verdict`):
+
+- ``robust``: proved; the lower bound of every margin over the box is > 0.
+- ``not_robust``: a counterexample ``x`` in the box that the numpy network
+  classifies other than ``c`` (re-checked by a forward pass before it leaves here).
+- ``unknown``: a time or node limit was hit; ``lower_bound`` is the best proven
+  lower bound of the smallest margin.
+
+Order of work, cheapest first: (1) CROWN bounds of the margins over the box
+(``method="bounds"``); (2) an attack seeded with earlier counterexamples and the
+minimiser of CROWN's linear lower bound (``"attack"``); (3) branch-and-bound over
+ReLU phases (``"bab"``, see `bab.py`); (4) the MIP of "Exact core" on the box for
+what branch-and-bound left open (``"mip"``). Margins within `TIE_TOLERANCE` of 0 at
+a point are not trusted as counterexamples: a point counts only if the forward
+pass puts it in another class.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from explain_mnist.network import Network
+
+VERDICTS = ("robust", "not_robust", "unknown")
+SEED_MEMORY = 32
+
+
+@dataclass
+class Verdict:
+    """The answer of one verification query (see the module docstring)."""
+
+    verdict: str
+    counterexample: np.ndarray | None = None
+    counterexample_class: int | None = None
+    method: str = "bounds"
+    nodes: int = 0
+    seconds: float = 0.0
+    lower_bound: float = float("-inf")
+    message: str = ""
+    stages: dict = field(default_factory=dict)
+
+
+def is_counterexample(net: Network, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, c: int) -> bool:
+    """Return True iff ``x`` lies in the box and the forward pass classifies it other than ``c``."""
+    return bool(np.all(x >= lo) and np.all(x <= hi) and net.predict(x) != c)
+
+
+class Verifier:
+    """Answers many verification queries on one network, remembering recent counterexamples as attack seeds."""
+
+    def __init__(self, net: Network, time_limit: float | None = None, node_limit: int = 200_000,
+                 solver: str = "auto", threads: int = 1, mip_fallback: bool = True, bound_method: str = "crown"):
+        self.net = net
+        self.time_limit = time_limit
+        self.node_limit = node_limit
+        self.solver = solver
+        self.threads = threads
+        self.mip_fallback = mip_fallback
+        self.bound_method = bound_method
+        self.seeds: list[np.ndarray] = []
+
+    def _remember(self, x: np.ndarray) -> None:
+        self.seeds.append(np.asarray(x, dtype=np.float64))
+        del self.seeds[:-SEED_MEMORY]
+
+    def _seed_array(self) -> np.ndarray | None:
+        return np.array(self.seeds[::-1]) if self.seeds else None
+
+    def _found(self, x: np.ndarray, method: str, start: float, nodes: int, stages: dict) -> Verdict:
+        self._remember(x)
+        return Verdict("not_robust", x, int(self.net.predict(x)), method, nodes, time.perf_counter() - start,
+                       stages=stages)
+
+    def verify(self, lo: np.ndarray, hi: np.ndarray, c: int, time_limit: float | None = None) -> Verdict:
+        """Return the `Verdict` on whether every input in ``[lo, hi]`` keeps class ``c``."""
+        from explain_mnist import attack, bab
+        from explain_mnist.bounds import compute_bounds
+
+        start = time.perf_counter()
+        limit = self.time_limit if time_limit is None else time_limit
+        deadline = None if limit is None else start + limit
+        lo = np.asarray(lo, dtype=np.float64)
+        hi = np.asarray(hi, dtype=np.float64)
+        C = self.net.spec_matrix(c)
+        stages: dict = {}
+
+        root = compute_bounds(self.net, lo, hi, method=self.bound_method, C=C)
+        stages["bounds_seconds"] = root.seconds
+        root_lower = float(root.spec_lower.min())
+        if root_lower > 0:
+            return Verdict("robust", method="bounds", seconds=time.perf_counter() - start, lower_bound=root_lower,
+                           stages=stages)
+
+        linear = None
+        if getattr(root, "spec_lower_A", None) is not None:
+            linear = (root.spec_lower_A[0], root.spec_lower_c[0])
+        hit = attack.find_counterexample(self.net, lo, hi, c, seeds=self._seed_array(), linear_lower=linear)
+        stages["attack_seconds"] = hit.seconds
+        if hit.x is not None and is_counterexample(self.net, hit.x, lo, hi, c):
+            return self._found(hit.x, "attack", start, 0, stages)
+
+        outcome = bab.branch_and_bound(self.net, lo, hi, c, deadline=deadline, node_limit=self.node_limit,
+                                       seeds=self._seed_array(), root=root)
+        stages["bab_seconds"] = outcome.seconds
+        if outcome.status == "not_robust" and is_counterexample(self.net, outcome.x, lo, hi, c):
+            return self._found(outcome.x, "bab", start, outcome.nodes, stages)
+        if outcome.status == "robust":
+            return Verdict("robust", method="bab", nodes=outcome.nodes, seconds=time.perf_counter() - start,
+                           lower_bound=outcome.lower_bound, stages=stages)
+
+        if self.mip_fallback and (deadline is None or time.perf_counter() < deadline - 0.5):
+            verdict = self._mip(lo, hi, c, deadline, outcome, start, stages)
+            if verdict is not None:
+                return verdict
+        return Verdict("unknown", method="bab", nodes=outcome.nodes, seconds=time.perf_counter() - start,
+                       lower_bound=outcome.lower_bound, stages=stages,
+                       message=f"limit hit after {outcome.nodes} nodes; best proven lower bound of the margin "
+                               f"{outcome.lower_bound:.4g}")
+
+    def _mip(self, lo, hi, c, deadline, outcome, start, stages) -> Verdict | None:
+        from explain_mnist.bounds import compute_bounds
+        from explain_mnist.mip import NetworkMIP
+
+        remaining = None if deadline is None else max(deadline - time.perf_counter(), 0.1)
+        bounds = compute_bounds(self.net, lo, hi, method="crown")
+        mip = NetworkMIP(self.net, lo, hi, bounds=bounds, solver=self.solver, time_limit=remaining,
+                         threads=self.threads)
+        x, result = mip.counterexample(c)
+        stages["mip_seconds"] = result.seconds
+        nodes = outcome.nodes + int(result.nodes or 0)
+        if x is not None and is_counterexample(self.net, x, lo, hi, c):
+            return self._found(x, "mip", start, nodes, stages)
+        if x is None and result.status in ("infeasible", "optimal"):
+            return Verdict("robust", method="mip", nodes=nodes, seconds=time.perf_counter() - start,
+                           lower_bound=max(outcome.lower_bound, 0.0), stages=stages)
+        return None

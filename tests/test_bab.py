@@ -1,0 +1,145 @@
+"""Branch-and-bound and the verifier loop against brute force on tiny networks.
+
+Brute force: enumerate every activation pattern; on each, the network is affine and the
+pattern's region is a polytope, so the smallest margin there is an LP in the variables
+(x, z_1, ..., z_L) with the layer equations as equality rows. The smallest over all
+patterns is the exact minimum margin m*; robust iff m* > 0.
+"""
+import itertools
+
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+
+from explain_mnist.bab import branch_and_bound, leaf_minimum
+from explain_mnist.network import Affine, Network, ReLU
+from explain_mnist.verifier import Verifier
+
+
+def random_net(rng, n_in, hidden, n_out):
+    sizes = [n_in] + hidden + [n_out]
+    layers = []
+    for k in range(len(sizes) - 1):
+        layers.append(Affine(rng.normal(size=(sizes[k + 1], sizes[k])), rng.normal(scale=0.5, size=sizes[k + 1])))
+        if k < len(sizes) - 2:
+            layers.append(ReLU())
+    return Network(layers, decision="sigmoid" if n_out == 1 else "argmax")
+
+
+def brute_min_margin(net, lo, hi, c):
+    """Return the exact smallest margin over the box, by enumerating activation patterns."""
+    C = net.spec_matrix(c)
+    sizes = [a.n_out for a in net.hidden]
+    n_in = net.n_inputs
+    n_var = n_in + sum(sizes)
+    best = np.inf
+    for pattern in itertools.product([0, 1], repeat=sum(sizes)):
+        masks = np.split(np.array(pattern, dtype=float), np.cumsum(sizes)[:-1])
+        A_eq, b_eq, A_ub, b_ub = [], [], [], []
+        offset, prev_cols, prev_mask = n_in, list(range(n_in)), np.ones(n_in)
+        for affine, mask in zip(net.hidden, masks):
+            W = affine.dense_W()
+            for i in range(affine.n_out):
+                row = np.zeros(n_var)
+                row[offset + i] = 1.0
+                row[prev_cols] -= W[i] * prev_mask
+                A_eq.append(row)
+                b_eq.append(affine.b[i])
+                sign = np.zeros(n_var)
+                sign[offset + i] = -1.0 if mask[i] else 1.0
+                A_ub.append(sign)
+                b_ub.append(0.0)
+            prev_cols, prev_mask = list(range(offset, offset + affine.n_out)), mask
+            offset += affine.n_out
+        last = net.affines[-1].dense_W()
+        for r in C:
+            objective = np.zeros(n_var)
+            objective[prev_cols] = (r @ last) * prev_mask
+            res = linprog(objective, A_ub=np.array(A_ub), b_ub=b_ub, A_eq=np.array(A_eq), b_eq=b_eq,
+                          bounds=[(l, h) for l, h in zip(lo, hi)] + [(None, None)] * sum(sizes), method="highs")
+            if res.status == 0:
+                best = min(best, res.fun + r @ net.affines[-1].b)
+    return best
+
+
+def random_case(seed):
+    rng = np.random.default_rng(seed)
+    n_in = int(rng.integers(2, 7))
+    hidden = [int(rng.integers(2, 5)) for _ in range(int(rng.integers(1, 3)))]
+    n_out = int(rng.choice([1, 3]))
+    net = random_net(rng, n_in, hidden, n_out)
+    centre = rng.uniform(-1, 1, n_in)
+    radius = rng.uniform(0.05, 1.0, n_in)
+    lo, hi = centre - radius, centre + radius
+    return net, lo, hi, int(net.predict(centre))
+
+
+def shift_to_margin(net, c, shift):
+    """Return a copy of ``net`` whose every margin for class ``c`` is raised by ``shift``."""
+    last = net.affines[-1]
+    b = last.b.copy()
+    if net.decision == "sigmoid":
+        b += shift if c == 1 else -shift
+    else:
+        b[c] += shift
+    return Network(net.layers[:-1] + [Affine(last.W, b)], decision=net.decision)
+
+
+def check_verdict(net, lo, hi, c, m_star, verdict):
+    if m_star > 0:
+        assert verdict.verdict == "robust", (m_star, verdict)
+        assert verdict.lower_bound > 0
+    else:
+        assert verdict.verdict == "not_robust", (m_star, verdict)
+        x = verdict.counterexample
+        assert np.all(x >= lo) and np.all(x <= hi)
+        assert net.predict(x) != c and verdict.counterexample_class == net.predict(x)
+
+
+@pytest.mark.parametrize("seed", range(150))
+def test_verifier_equals_brute_force(seed):
+    net, lo, hi, c = random_case(seed)
+    m_star = brute_min_margin(net, lo, hi, c)
+    if abs(m_star) < 1e-6:
+        pytest.skip("margin of exactly zero: a tie, not decidable by a verified flip")
+    verdict = Verifier(net, mip_fallback=False).verify(lo, hi, c)
+    check_verdict(net, lo, hi, c, m_star, verdict)
+
+
+@pytest.mark.parametrize("seed", range(60))
+@pytest.mark.parametrize("side", [1e-3, -1e-3])
+def test_decisions_within_1e_3_of_the_boundary(seed, side):
+    net, lo, hi, c = random_case(1000 + seed)
+    m_star = brute_min_margin(net, lo, hi, c)
+    shifted = shift_to_margin(net, c, side - m_star)
+    if shifted.predict((lo + hi) / 2) != c:
+        pytest.skip("the shift changed the centre's class")
+    assert brute_min_margin(shifted, lo, hi, c) == pytest.approx(side, abs=1e-7)
+    verdict = Verifier(shifted, mip_fallback=False).verify(lo, hi, c)
+    check_verdict(shifted, lo, hi, c, side, verdict)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_branch_and_bound_alone_equals_brute_force(seed):
+    net, lo, hi, c = random_case(2000 + seed)
+    m_star = brute_min_margin(net, lo, hi, c)
+    if abs(m_star) < 1e-6:
+        pytest.skip("tie")
+    outcome = branch_and_bound(net, lo, hi, c)
+    assert outcome.status == ("robust" if m_star > 0 else "not_robust")
+    if m_star > 0:
+        assert 0 < outcome.lower_bound <= m_star + 1e-7
+    else:
+        assert net.predict(outcome.x) != c
+
+
+def test_leaf_minimum_equals_forward_pass_on_its_piece():
+    rng = np.random.default_rng(7)
+    net = random_net(rng, 3, [4, 3], 2)
+    x = rng.uniform(-1, 1, 3)
+    _, pre = net.forward(x, return_preactivations=True)
+    phases = [np.where(z > 0, 1, -1).astype(np.int8) for z in pre]
+    row = net.spec_matrix(0)[0]
+    value, point = leaf_minimum(net, x, x, phases, row)  # a degenerate box: the LP can only return x
+    assert value == pytest.approx(float(row @ net.forward(x)), abs=1e-9)
+    assert np.allclose(point, x)
