@@ -11,10 +11,11 @@ bounded over many nodes at once by CROWN with the nodes' phases fixed
 - a node with every row proved, or whose phases contradict its bounds, is closed;
 - the box corner minimising each open row's linear lower bound is a candidate
   counterexample, checked by the forward pass;
-- a node in which no free neuron is unstable is a leaf: the network is affine on
-  its region, a polytope, so each open row's exact minimum is one LP
-  (`leaf_minimum`); its minimiser, re-checked by the forward pass, is a
-  counterexample if the minimum is <= 0, else the node is closed;
+- an open row is then minimised over the node by an LP (`NodeLP`: the triangle
+  relaxation with the node's splits as exact constraints); above
+  `LP_PROOF_TOLERANCE` the row is proved, and the LP's minimiser is a candidate
+  counterexample (re-checked by the forward pass). A node with every neuron
+  fixed is a leaf, where this LP is exact;
 - otherwise the node splits on the unstable neuron with the largest score
   ``max(-lam, 0) * u * (-l) / (u - l)``: ``lam`` is the neuron's coefficient in the
   back-substituted lower bound of the node's worst row, so the score is how much
@@ -34,13 +35,13 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linprog
+import scipy.sparse as sp
 
 from explain_mnist.bounds import Bounds, crown_bounds, spec_coefficients
 from explain_mnist.network import Network
 
 BATCH_NODES = 32
-LEAF_LP_TOLERANCE = 1e-9
+LP_PROOF_TOLERANCE = 1e-7  # an LP minimum counts as a proof only above this (solver tolerances)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class BabOutcome:
     nodes: int
     seconds: float
     open_nodes: int = 0
+    lp_solves: int = 0
 
 
 @dataclass(order=True)
@@ -67,35 +69,53 @@ def _stack(nodes: list, k: int) -> np.ndarray:
     return np.stack([node.phases[k] for node in nodes])
 
 
-def leaf_minimum(net: Network, lo: np.ndarray, hi: np.ndarray, phases: list, row: np.ndarray):
-    """Return ``(minimum, x)`` of ``row @ logits`` over the box part where every hidden neuron has its phase.
+class NodeLP:
+    """The LP relaxation of the network's MIP encoding over the box, re-solved for each node.
 
-    ``phases`` must fix or settle every neuron (``+1`` / ``-1``); the network is affine
-    there, so this is one LP. Returns ``(inf, None)`` if that region is empty.
+    The encoding (`encoding.encode_network`, built once with the root bounds) with
+    its binaries relaxed to [0, 1] is the triangle relaxation of every unstable
+    neuron. A node's phases are bound changes on the relaxed binaries: ``d = 1``
+    forces ``y = z >= 0`` and ``d = 0`` forces ``y = 0 >= z``, so the split
+    constraints hold exactly (what beta-CROWN's multipliers approximate), and a
+    node's own upper bounds tighten the ``y`` columns. With every neuron fixed or
+    stable the LP is the exact minimum over the node's region (a linear piece).
     """
-    n = net.n_inputs
-    A = np.eye(n)
-    a = np.zeros(n)
-    rows_ub, rhs_ub = [], []
-    for affine, phase in zip(net.hidden, phases):
-        Z_A = affine.W @ A
-        Z_A = Z_A.toarray() if hasattr(Z_A, "toarray") else np.asarray(Z_A)
-        z_a = affine.W @ a + affine.b
-        active = phase > 0
-        rows_ub.append(np.vstack([-Z_A[active], Z_A[~active]]))
-        rhs_ub.append(np.concatenate([z_a[active], -z_a[~active]]))
-        A = Z_A * active[:, None]
-        a = z_a * active
-    last = net.affines[-1]
-    objective = row @ (last.W @ A if not hasattr(last.W, "toarray") else np.asarray((last.W @ A)))
-    constant = float(row @ (last.W @ a + last.b))
-    solved = linprog(objective, A_ub=np.vstack(rows_ub), b_ub=np.concatenate(rhs_ub),
-                     bounds=np.column_stack([lo, hi]), method="highs")
-    if solved.status == 2:
-        return np.inf, None
-    if solved.status != 0:
-        return -np.inf, None
-    return float(solved.fun + constant), np.clip(solved.x, lo, hi)
+
+    def __init__(self, net: Network, lo: np.ndarray, hi: np.ndarray, root: Bounds, C: np.ndarray):
+        from explain_mnist.encoding import encode_network
+        from explain_mnist.solvers import make_solver
+
+        model = encode_network(net, lo, hi, root)
+        model.integrality[:] = False
+        self.model = model
+        self.solver = make_solver("highs", model)
+        self.columns = [(layer.unstable, layer.d_cols, layer.y_cols) for layer in model.layers]
+        self.objectives = sp.csr_matrix(C) @ model.logit_matrix
+        self.constants = C @ model.logit_offset
+        self.solves = 0
+
+    def minimum(self, phases: list, upper: list, row: int) -> tuple[float, np.ndarray | None]:
+        """Return ``(bound, x)``: the LP minimum of margin ``row`` at a node (+inf if the node is empty).
+
+        ``phases`` and ``upper`` are the node's per-layer phases and upper bounds;
+        ``x`` is the input of the LP's minimiser (a candidate counterexample).
+        """
+        cols, lbs, ubs = [], [], []
+        for (unstable, d_cols, y_cols), phase, u in zip(self.columns, phases, upper):
+            p = phase[unstable]
+            cols += [d_cols, y_cols]
+            lbs += [(p > 0).astype(np.float64), np.zeros(len(y_cols))]
+            ubs += [(p >= 0).astype(np.float64), np.where(p < 0, 0.0, np.maximum(u[unstable], 0.0))]
+        if cols:
+            self.solver.set_col_bounds(np.concatenate(cols), np.concatenate(lbs), np.concatenate(ubs))
+        self.solver.set_objective(self.objectives[row].toarray().ravel(), constant=float(self.constants[row]))
+        self.solves += 1
+        result = self.solver.solve()
+        if result.status == "infeasible":
+            return np.inf, None
+        if result.status != "optimal" or result.objective is None:
+            return -np.inf, None
+        return float(result.objective), self.model.input_point(result.x)
 
 
 def _split_choice(lower: list, upper: list, lam: list, phases: list):
@@ -117,23 +137,32 @@ def _split_choice(lower: list, upper: list, lam: list, phases: list):
     return choice
 
 
+def _settled(phases: list, lower: list, upper: list) -> list:
+    """Return phases with the neurons that the bounds decide (l >= 0: +1, u <= 0: -1) filled in."""
+    return [np.where(p != 0, p, np.where(l >= 0, 1, np.where(u <= 0, -1, 0))).astype(np.int8)
+            for p, l, u in zip(phases, lower, upper)]
+
+
 def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadline: float | None = None,
                      node_limit: int = 200_000, seeds=None, root: Bounds | None = None,
                      batch: int = BATCH_NODES) -> BabOutcome:
     """Return the `BabOutcome` of deciding whether every input in ``[lo, hi]`` keeps class ``c``."""
     start = time.perf_counter()
+    lo = np.asarray(lo, dtype=np.float64)
+    hi = np.asarray(hi, dtype=np.float64)
     C = net.spec_matrix(c)
     m = C.shape[0]
     counter = itertools.count()
     sizes = [a.n_out for a in net.hidden]
     heap = [_Node(-np.inf, next(counter), [np.zeros(n, dtype=np.int8) for n in sizes], np.ones(m, dtype=bool))]
     nodes = 0
-    done_lower = np.inf  # the smallest margin bound that closed a node (> 0)
+    closed_lower = np.inf  # the smallest margin bound that closed a node
+    node_lp = None
 
     def outcome(status, x=None):
         open_bound = min((node.bound for node in heap), default=np.inf)
-        return BabOutcome(status, x, float(min(open_bound, done_lower)), nodes, time.perf_counter() - start,
-                          len(heap))
+        return BabOutcome(status, x, float(min(open_bound, closed_lower)), nodes, time.perf_counter() - start,
+                          len(heap), 0 if node_lp is None else node_lp.solves)
 
     while heap:
         if nodes >= node_limit or (deadline is not None and time.perf_counter() > deadline):
@@ -143,40 +172,48 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
         phases = [_stack(taken, k) for k in range(len(sizes))]
         bounds = crown_bounds(net, lo, hi, phases=phases, C=C)
         lower = np.where(np.stack([node.open_rows for node in taken]), bounds.spec_lower, np.inf)
-        open_rows = lower <= 0
-        alive = ~bounds.infeasible & open_rows.any(axis=1)
-        closed = ~alive & ~bounds.infeasible
-        done_lower = min(done_lower, float(lower[closed].min(initial=np.inf)))
-
+        open_rows = (lower <= 0) & ~bounds.infeasible[:, None]
+        alive = open_rows.any(axis=1)
+        closed_lower = min(closed_lower, float(lower[~alive & ~bounds.infeasible].min(initial=np.inf)))
         idx = np.flatnonzero(alive)
-        if idx.size:
-            corners = np.where(bounds.spec_lower_A[idx] > 0, lo, hi)  # (n, m, n_in)
-            flat = corners[open_rows[idx]]
-            hits = np.flatnonzero(net.predict(flat) != c)
-            if hits.size:
-                return outcome("not_robust", flat[hits[0]])
-            worst = np.argmin(lower[idx], axis=1)
-            lam = spec_coefficients(net, bounds, C[worst], phases, boxes=idx)
+        if idx.size == 0:
+            continue
+        corners = np.where(bounds.spec_lower_A[idx] > 0, lo, hi)[open_rows[idx]]
+        hits = np.flatnonzero(net.predict(corners) != c)
+        if hits.size:
+            return outcome("not_robust", corners[hits[0]])
+        if node_lp is None:
+            node_lp = NodeLP(net, lo, hi, root if root is not None else crown_bounds(net, lo, hi), C)
+        worst = np.argmin(lower[idx], axis=1)
+        lam = spec_coefficients(net, bounds, C[worst], phases, boxes=idx)
         for pos, i in enumerate(idx):
+            node_lower = [l[i] for l in bounds.lower]
+            node_upper = [u[i] for u in bounds.upper]
             node_phases = [p[i] for p in phases]
-            node_bound = float(lower[i].min())
-            choice = _split_choice([l[i] for l in bounds.lower], [u[i] for u in bounds.upper],
-                                   [coefficient[pos] for coefficient in lam], node_phases)
-            if choice is None:
-                settled = [np.where(p != 0, p, np.where(bounds.lower[k][i] >= 0, 1, -1)).astype(np.int8)
-                           for k, p in enumerate(node_phases)]
-                for r in np.flatnonzero(open_rows[i]):
-                    value, x = leaf_minimum(net, lo, hi, settled, C[r])
-                    if value > LEAF_LP_TOLERANCE:
-                        continue
-                    if x is not None and net.predict(x) != c:
-                        return outcome("not_robust", x)
-                    heapq.heappush(heap, _Node(value, next(counter), settled, open_rows[i].copy()))
-                    return outcome("unknown")  # a margin of about 0 (a tie) that no point verifiably flips
+            settled = _settled(node_phases, node_lower, node_upper)
+            rows = lower[i].copy()
+            for r in np.argsort(rows):
+                if not open_rows[i, r]:
+                    break
+                value, x = node_lp.minimum(settled, node_upper, r)
+                if x is not None and net.predict(x) != c:
+                    return outcome("not_robust", x)
+                rows[r] = max(rows[r], value)
+                if rows[r] <= LP_PROOF_TOLERANCE:
+                    break
+            still_open = open_rows[i] & (rows <= LP_PROOF_TOLERANCE)
+            if not still_open.any():
+                closed_lower = min(closed_lower, float(rows.min()))
                 continue
+            choice = _split_choice(node_lower, node_upper, [coefficient[pos] for coefficient in lam], settled)
+            if choice is None:
+                # every neuron is fixed: the LP was exact, its minimum <= 0 and its minimiser did not flip the
+                # class: a margin of about 0 (a tie) that no point verifiably crosses
+                heapq.heappush(heap, _Node(float(rows[still_open].min()), next(counter), settled, still_open))
+                return outcome("unknown")
             k, j = choice
             for phase in (1, -1):
-                child = [p.copy() for p in node_phases]
+                child = [p.copy() for p in settled]
                 child[k][j] = phase
-                heapq.heappush(heap, _Node(node_bound, next(counter), child, open_rows[i].copy()))
+                heapq.heappush(heap, _Node(float(rows[still_open].min()), next(counter), child, still_open))
     return outcome("robust")

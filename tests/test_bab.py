@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from explain_mnist.bab import branch_and_bound, leaf_minimum
+from explain_mnist.bab import NodeLP, branch_and_bound
+from explain_mnist.bounds import crown_bounds
 from explain_mnist.network import Affine, Network, ReLU
 from explain_mnist.verifier import Verifier
 
@@ -28,38 +29,42 @@ def random_net(rng, n_in, hidden, n_out):
 
 def brute_min_margin(net, lo, hi, c):
     """Return the exact smallest margin over the box, by enumerating activation patterns."""
-    C = net.spec_matrix(c)
     sizes = [a.n_out for a in net.hidden]
-    n_in = net.n_inputs
-    n_var = n_in + sum(sizes)
     best = np.inf
     for pattern in itertools.product([0, 1], repeat=sum(sizes)):
         masks = np.split(np.array(pattern, dtype=float), np.cumsum(sizes)[:-1])
-        A_eq, b_eq, A_ub, b_ub = [], [], [], []
-        offset, prev_cols, prev_mask = n_in, list(range(n_in)), np.ones(n_in)
-        for affine, mask in zip(net.hidden, masks):
-            W = affine.dense_W()
-            for i in range(affine.n_out):
-                row = np.zeros(n_var)
-                row[offset + i] = 1.0
-                row[prev_cols] -= W[i] * prev_mask
-                A_eq.append(row)
-                b_eq.append(affine.b[i])
-                sign = np.zeros(n_var)
-                sign[offset + i] = -1.0 if mask[i] else 1.0
-                A_ub.append(sign)
-                b_ub.append(0.0)
-            prev_cols, prev_mask = list(range(offset, offset + affine.n_out)), mask
-            offset += affine.n_out
-        last = net.affines[-1].dense_W()
-        for r in C:
-            objective = np.zeros(n_var)
-            objective[prev_cols] = (r @ last) * prev_mask
-            res = linprog(objective, A_ub=np.array(A_ub), b_ub=b_ub, A_eq=np.array(A_eq), b_eq=b_eq,
-                          bounds=[(l, h) for l, h in zip(lo, hi)] + [(None, None)] * sum(sizes), method="highs")
-            if res.status == 0:
-                best = min(best, res.fun + r @ net.affines[-1].b)
+        for r in net.spec_matrix(c):
+            best = min(best, pattern_min_margin(net, lo, hi, r, masks))
     return best
+
+
+def pattern_min_margin(net, lo, hi, r, masks):
+    """Return the smallest ``r @ logits`` over the inputs with activation pattern ``masks`` (inf if none)."""
+    sizes = [a.n_out for a in net.hidden]
+    n_in = net.n_inputs
+    n_var = n_in + sum(sizes)
+    A_eq, b_eq, A_ub, b_ub = [], [], [], []
+    offset, prev_cols, prev_mask = n_in, list(range(n_in)), np.ones(n_in)
+    for affine, mask in zip(net.hidden, masks):
+        W = affine.dense_W()
+        for i in range(affine.n_out):
+            row = np.zeros(n_var)
+            row[offset + i] = 1.0
+            row[prev_cols] -= W[i] * prev_mask
+            A_eq.append(row)
+            b_eq.append(affine.b[i])
+            sign = np.zeros(n_var)
+            sign[offset + i] = -1.0 if mask[i] else 1.0
+            A_ub.append(sign)
+            b_ub.append(0.0)
+        prev_cols, prev_mask = list(range(offset, offset + affine.n_out)), mask
+        offset += affine.n_out
+    last = net.affines[-1].dense_W()
+    objective = np.zeros(n_var)
+    objective[prev_cols] = (r @ last) * prev_mask
+    res = linprog(objective, A_ub=np.array(A_ub), b_ub=b_ub, A_eq=np.array(A_eq), b_eq=b_eq,
+                  bounds=[(l, h) for l, h in zip(lo, hi)] + [(None, None)] * sum(sizes), method="highs")
+    return res.fun + r @ net.affines[-1].b if res.status == 0 else np.inf
 
 
 def random_case(seed):
@@ -133,13 +138,18 @@ def test_branch_and_bound_alone_equals_brute_force(seed):
         assert net.predict(outcome.x) != c
 
 
-def test_leaf_minimum_equals_forward_pass_on_its_piece():
+def test_node_lp_is_exact_on_a_fully_fixed_node():
     rng = np.random.default_rng(7)
     net = random_net(rng, 3, [4, 3], 2)
-    x = rng.uniform(-1, 1, 3)
-    _, pre = net.forward(x, return_preactivations=True)
-    phases = [np.where(z > 0, 1, -1).astype(np.int8) for z in pre]
-    row = net.spec_matrix(0)[0]
-    value, point = leaf_minimum(net, x, x, phases, row)  # a degenerate box: the LP can only return x
-    assert value == pytest.approx(float(row @ net.forward(x)), abs=1e-9)
-    assert np.allclose(point, x)
+    lo, hi = np.full(3, -1.0), np.full(3, 1.0)
+    for trial in range(20):
+        x = rng.uniform(-1, 1, 3)
+        _, pre = net.forward(x, return_preactivations=True)
+        phases = [np.where(z > 0, 1, -1).astype(np.int8) for z in pre]
+        C = net.spec_matrix(0)
+        node_lp = NodeLP(net, lo, hi, crown_bounds(net, lo, hi), C)
+        value, point = node_lp.minimum(phases, [np.full(len(z), np.inf) for z in pre], 0)
+        # independent: the brute-force LP restricted to this one pattern, solved by linprog in (x, z) space
+        expected = pattern_min_margin(net, lo, hi, C[0], [(z > 0).astype(float) for z in pre])
+        assert value == pytest.approx(expected, abs=1e-7)
+        assert float(C[0] @ net.forward(point)) == pytest.approx(value, abs=1e-6)

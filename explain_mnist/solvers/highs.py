@@ -72,6 +72,9 @@ class HighsSolver(MIPSolver):
             lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
                                for i in m.integrality]
         self._check(h.passModel(lp), "passModel")
+        if not self._has_integers:
+            # an LP is re-solved after bound/objective changes: presolve would discard the warm-start basis
+            h.setOptionValue("presolve", "off")
         self._has_hessian = False
 
     def _check(self, status, what: str) -> None:
