@@ -28,7 +28,7 @@ def main():
               "unknown": "UNKNOWN (limit hit)"}[result["verdict"]]
     print(f"{result['input']}: class {result['predicted']}, {status}; by {result['method']}, "
           f"{result['nodes']} nodes, {result['seconds']:.2f} s")
-    if result["verdict"] == "unknown":
+    if result["verdict"] == "unknown" and result["lower_bound"] is not None:
         print(f"best proven lower bound of the margin: {result['lower_bound']:.4g} (not a proof either way)")
 
 

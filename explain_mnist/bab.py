@@ -154,7 +154,8 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
     m = C.shape[0]
     counter = itertools.count()
     sizes = [a.n_out for a in net.hidden]
-    heap = [_Node(-np.inf, next(counter), [np.zeros(n, dtype=np.int8) for n in sizes], np.ones(m, dtype=bool))]
+    root_bound = -np.inf if root is None or root.spec_lower is None else float(root.spec_lower.min())
+    heap = [_Node(root_bound, next(counter), [np.zeros(n, dtype=np.int8) for n in sizes], np.ones(m, dtype=bool))]
     nodes = 0
     closed_lower = np.inf  # the smallest margin bound that closed a node
     node_lp = None

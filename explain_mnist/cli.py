@@ -76,18 +76,26 @@ class InputImage:
     source: str
     label: int | None
     index: int | None
+    provenance: str = ""
+
+    def announce(self) -> None:
+        """Print the one line naming the data source and its size (call once the inputs are all valid)."""
+        from explain_mnist.data import log
+        if self.provenance:
+            log(self.provenance)
 
 
 def load_input(args) -> InputImage:
-    """Return the image named by ``--index`` (test set) or ``--image``, validated."""
+    """Return the image named by ``--index`` (test set) or ``--image``, validated (see `InputImage.announce`)."""
     from explain_mnist.data import load_image_file, load_test_set
     if getattr(args, "image", None):
         return InputImage(load_image_file(args.image), f"image file {args.image}", None, None)
     index = 0 if args.index is None else args.index
-    test = load_test_set(args.data)
+    test = load_test_set(args.data, verbose=False)
     if not 0 <= index < len(test):
         raise UserError(f"--index {index} is out of range; the test set has images 0..{len(test) - 1}")
-    return InputImage(test.x[index].astype(np.float64), f"test image {index}", int(test.y[index]), index)
+    return InputImage(test.x[index].astype(np.float64), f"test image {index}", int(test.y[index]), index,
+                      f"data: {test.source}, {len(test)} images")
 
 
 def load_model(args):

@@ -45,6 +45,7 @@ class Split:
 
     x: np.ndarray
     y: np.ndarray
+    source: str = ""
 
     def __len__(self) -> int:
         return len(self.y)
@@ -179,6 +180,7 @@ def load_test_set(data: str | None = None, verbose: bool = True) -> Split:
                             f"restore it with git checkout -- data/ or pass --data")
         split = _idx_pair(found)
         source = f"shipped MNIST test set {SHIPPED_MNIST}"
+    split.source = source
     if verbose:
         log(f"data: {source}, {len(split)} images")
     return split

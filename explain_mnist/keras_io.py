@@ -23,6 +23,7 @@ from explain_mnist.errors import UserError
 from explain_mnist.network import Affine, Network, ReLU
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # else TensorFlow prints notices on stderr at import
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
@@ -219,9 +220,8 @@ def load_keras_model(path: str | Path):
             warnings.simplefilter("ignore")
             return keras.models.load_model(path, compile=False)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"model file {path} cannot be loaded by Keras ({first}); "
-                        f"re-save it with keras.Model.save('model.keras')") from None
+        raise UserError(f"model file {path} cannot be loaded by Keras ({type(exc).__name__}: not a valid Keras "
+                        f"model file); re-save it with keras.Model.save('model.keras')") from None
 
 
 def network_from_keras_model(model, name: str = "keras") -> Network:

@@ -36,7 +36,7 @@ def verify_box(net, lo, hi, c, time_limit=None, node_limit=200_000, solver="auto
         "method": verdict.method,
         "nodes": int(verdict.nodes),
         "seconds": round(float(verdict.seconds), 4),
-        "lower_bound": float(verdict.lower_bound),
+        "lower_bound": None if verdict.verdict == "not_robust" else float(verdict.lower_bound),
         "message": message,
         "stages": verdict.stages,
     }
@@ -46,7 +46,10 @@ def run_verify(args) -> dict:
     """Return the result of verify.py for parsed arguments (see verify.py --help)."""
     from explain_mnist.cli import load_input, load_model
 
+    image = None if args.vnnlib else load_input(args)
     net = load_model(args)
+    if image is not None:
+        image.announce()
     if args.vnnlib:
         from explain_mnist.vnnlib import read_vnnlib
         prop = read_vnnlib(args.vnnlib)
@@ -62,7 +65,6 @@ def run_verify(args) -> dict:
         if not 0 <= c < net.n_classes:
             raise UserError(f"{args.vnnlib} names class {c}, but the model has {net.n_classes} classes")
     else:
-        image = load_input(args)
         x0, source, label, index, epsilon = image.x, image.source, image.label, image.index, args.epsilon
         c = int(net.predict(x0))
         lo, hi = linf_box(x0, epsilon)

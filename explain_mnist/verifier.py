@@ -109,6 +109,7 @@ class Verifier:
 
         outcome = bab.branch_and_bound(self.net, lo, hi, c, deadline=deadline, node_limit=self.node_limit,
                                        seeds=self._seed_array(), root=root)
+        outcome.lower_bound = max(outcome.lower_bound, root_lower)
         stages["bab_seconds"] = outcome.seconds
         if outcome.status == "not_robust" and is_counterexample(self.net, outcome.x, lo, hi, c):
             return self._found(outcome.x, "bab", start, outcome.nodes, stages)
