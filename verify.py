@@ -26,6 +26,8 @@ def main():
     save_outputs(args, result)
     status = {"robust": "ROBUST (proved)", "not_robust": "NOT ROBUST (counterexample re-checked by the model)",
               "unknown": "UNKNOWN (limit hit)"}[result["verdict"]]
+    if result["stages"].get("mip_solver"):
+        print(f"MIP solver: {result['stages']['mip_solver']}")
     print(f"{result['input']}: class {result['predicted']}, {status}; by {result['method']}, "
           f"{result['nodes']} nodes, {result['seconds']:.2f} s")
     if result["verdict"] == "unknown" and result["lower_bound"] is not None:

@@ -31,8 +31,11 @@ def main():
     p.add_argument("--limit", type=float, default=None, help="time limit per instance (default: the competition's)")
     p.add_argument("--nets", default="256x2,256x4,256x6")
     p.add_argument("--props", default=None, help="comma-separated property indices (default all)")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "mnistfc_results.json"))
+    p.add_argument("--out", default=None, help="JSON of the rows (default benchmarks/<section>.json)")
     args = p.parse_args()
+    default_nets = args.nets == "256x2,256x4,256x6"
+    args.section = "mnistfc" if default_nets else "mnistfc_" + args.nets.replace(",", "_")
+    args.out = args.out or str(REPO / "benchmarks" / f"{args.section}.json")
     folder = Path(args.shared)
     consensus = {(r["network"], r["property"]): r for r in csv.DictReader(open(folder / "verdicts_vnncomp2021.csv"))}
     nets = {f"mnist-net_{n}.onnx" for n in args.nets.split(",")}
@@ -63,7 +66,7 @@ def main():
 def report(rows, args):
     decided = [r for r in rows if r["ours"] != "unknown"]
     lines = [f"## VNN-COMP 2021 mnistfc ({len(rows)} instances)", "", machine_line(),
-             f"Command: `python benchmarks/bench_mnistfc.py" + (f" --limit {args.limit:g}" if args.limit else "")
+             f"Command: `OMP_NUM_THREADS=1 python benchmarks/bench_mnistfc.py" + (f" --limit {args.limit:g}" if args.limit else "")
              + (f" --nets {args.nets}" if args.nets != "256x2,256x4,256x6" else "") + "`, 1 thread.", "",
              f"Decided {len(decided)} of {len(rows)}; contradictions with the consensus: "
              f"{sum(r['contradiction'] for r in rows)}. Competition (90 instances): {COMPETITION}.", ""]
@@ -76,7 +79,7 @@ def report(rows, args):
         flag = " **CONTRADICTS**" if r["contradiction"] else ""
         lines.append(f"| {r['network']} | {r['property']} | {r['ours']}{flag} | {r['method']} | {r['seconds']} | "
                      f"{r['nodes']} | {r['consensus']} | {r['fastest_tool_seconds']} |")
-    update_section("mnistfc", "\n".join(lines))
+    update_section(args.section, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from scipy.optimize import linprog
 from explain_mnist.bab import NodeLP, branch_and_bound
 from explain_mnist.bounds import crown_bounds
 from explain_mnist.network import Affine, Network, ReLU
-from explain_mnist.verifier import Verifier
+from explain_mnist.verifier import MIP_MARGIN, Verifier
 
 
 def random_net(rng, n_in, hidden, n_out):
@@ -93,7 +93,8 @@ def shift_to_margin(net, c, shift):
 def check_verdict(net, lo, hi, c, m_star, verdict):
     if m_star > 0:
         assert verdict.verdict == "robust", (m_star, verdict)
-        assert verdict.lower_bound > 0
+        # bounds and branch-and-bound prove a positive margin; a MIP proves it up to its tolerance
+        assert verdict.lower_bound > 0 or (verdict.method == "mip" and verdict.lower_bound == -MIP_MARGIN)
     else:
         assert verdict.verdict == "not_robust", (m_star, verdict)
         x = verdict.counterexample
@@ -153,3 +154,15 @@ def test_node_lp_is_exact_on_a_fully_fixed_node():
         expected = pattern_min_margin(net, lo, hi, C[0], [(z > 0).astype(float) for z in pre])
         assert value == pytest.approx(expected, abs=1e-7)
         assert float(C[0] @ net.forward(point)) == pytest.approx(value, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("side", [1e-3, -1e-3])
+def test_mip_fallback_decides_near_the_boundary(seed, side):
+    net, lo, hi, c = random_case(3000 + seed)
+    shifted = shift_to_margin(net, c, side - brute_min_margin(net, lo, hi, c))
+    if shifted.predict((lo + hi) / 2) != c:
+        pytest.skip("the shift changed the centre's class")
+    verifier = Verifier(shifted, node_limit=1, mip_fallback=True, solver="highs")
+    verdict = verifier.verify(lo, hi, c)
+    check_verdict(shifted, lo, hi, c, side, verdict)

@@ -1,0 +1,107 @@
+"""The verifier as the explanation oracle: query times on the boxes a deletion-based explanation asks about.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_oracle.py [--model twoclass] [--images 10] [--chunk 16]
+
+For each test image (for twoclass: the first digits 1 and 3 of the test set), pixels are freed to [0, 1] in
+order of least importance (|gradient x value| of the margin, smallest first), in chunks that double after a
+robust answer and halve after a counterexample (down to one pixel); the pixels still fixed at the end form an
+explanation. Each chunk is one verification query on the box "freed pixels in [0, 1], the others fixed",
+answered by one `Verifier` per image (so later queries are seeded with earlier counterexamples). Reports the
+query-time distribution and the methods that decided the queries (section "oracle" of RESULTS.md).
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.report import machine_line, update_section  # noqa: E402
+from explain_mnist.attack import margin_gradients  # noqa: E402
+from explain_mnist.data import load_test_set  # noqa: E402
+from explain_mnist.models import load_network  # noqa: E402
+from explain_mnist.results import write_json  # noqa: E402
+from explain_mnist.verifier import Verifier  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def deletion_queries(net, x0, chunk, pbar):
+    """Return the per-query records and the explanation size of a deletion search on one image."""
+    c = int(net.predict(x0))
+    C = net.spec_matrix(c)
+    grad = margin_gradients(net, x0[None], C)[0]
+    importance = np.abs(grad * x0).min(axis=0) if grad.ndim == 2 else np.abs(grad * x0)
+    order = list(np.argsort(importance, kind="stable"))
+    verifier = Verifier(net, mip_fallback=False)
+    free = np.zeros(784, dtype=bool)
+    records = []
+    size = chunk
+    while order:
+        take, order = order[:size], order[size:]
+        trial = free.copy()
+        trial[take] = True
+        lo, hi = np.where(trial, 0.0, x0), np.where(trial, 1.0, x0)
+        verdict = verifier.verify(lo, hi, c)
+        records.append({"seconds": verdict.seconds, "verdict": verdict.verdict, "method": verdict.method,
+                        "nodes": verdict.nodes, "freed": int(trial.sum())})
+        pbar.update(1)
+        if verdict.verdict == "robust":
+            free = trial
+            size *= 2
+        elif size > 1:
+            order = take + order
+            size = max(1, size // 2)
+        if verdict.verdict == "unknown":
+            break
+    return records, int(784 - free.sum())
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model", default="twoclass")
+    p.add_argument("--images", type=int, default=10)
+    p.add_argument("--chunk", type=int, default=16)
+    args = p.parse_args()
+    net = load_network(args.model)
+    test = load_test_set(verbose=False)
+    indices = np.flatnonzero(np.isin(test.y, (1, 3)))[:args.images] if args.model == "twoclass" \
+        else np.arange(args.images)
+    rows = []
+    with tqdm(desc="oracle queries", unit="query") as pbar:
+        for index in indices:
+            start = time.perf_counter()
+            records, size = deletion_queries(net, test.x[index].astype(np.float64), args.chunk, pbar)
+            rows.append({"index": int(index), "queries": records, "explanation_size": size,
+                         "seconds": time.perf_counter() - start})
+            write_json(REPO / "benchmarks" / f"oracle_{args.model}.json", rows)
+    report(rows, args)
+
+
+def report(rows, args):
+    times = np.array([q["seconds"] for r in rows for q in r["queries"]]) * 1000
+    methods = {}
+    for r in rows:
+        for q in r["queries"]:
+            methods[q["method"]] = methods.get(q["method"], 0) + 1
+    unknown = sum(q["verdict"] == "unknown" for r in rows for q in r["queries"])
+    lines = [f"## The verifier as explanation oracle ({args.model})", "", machine_line(),
+             f"Command: `OMP_NUM_THREADS=1 python benchmarks/bench_oracle.py --model {args.model} --images "
+             f"{args.images} --chunk {args.chunk}`", "",
+             f"{len(times)} queries over {len(rows)} images: median {np.median(times):.2f} ms, "
+             f"90th percentile {np.percentile(times, 90):.2f} ms, max {times.max():.1f} ms; "
+             f"unknown: {unknown}. Decided by: " + ", ".join(f"{k} {v}" for k, v in sorted(methods.items())) + ".", "",
+             "| test image | queries | explanation size (pixels) | seconds | median query ms | max query ms |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        t = np.array([q["seconds"] for q in r["queries"]]) * 1000
+        lines.append(f"| {r['index']} | {len(t)} | {r['explanation_size']} | {r['seconds']:.2f} | "
+                     f"{np.median(t):.2f} | {t.max():.1f} |")
+    update_section(f"oracle_{args.model}", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
