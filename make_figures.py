@@ -7,8 +7,8 @@ from tqdm import tqdm
 
 # (script, arguments): each run writes its figure and its JSON result; figures are drawn from those results.
 RUNS = [
-    ("verify.py", ["--model", "twoclass", "--index", "0", "--epsilon", "0.05",
-                   "--figure", "figures/verify_twoclass_0.png", "--json", "results/verify_twoclass_0.json"]),
+    ("verify.py", ["--model", "twoclass", "--index", "2", "--epsilon", "0.1",
+                   "--figure", "figures/verify_twoclass_2.png", "--json", "results/verify_twoclass_2.json"]),
     ("verify.py", ["--model", "multiclass", "--index", "0", "--epsilon", "0.05",
                    "--figure", "figures/verify_multiclass_0.png", "--json", "results/verify_multiclass_0.json"]),
     ("verify.py", ["--model", "cnn_simple", "--index", "0", "--epsilon", "0.05",

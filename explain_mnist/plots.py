@@ -37,6 +37,11 @@ def show_difference(fig, ax, delta: np.ndarray, title: str) -> None:
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
 
 
+def duration(seconds: float) -> str:
+    """Return a duration for a title: milliseconds below one second."""
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
 def verify_figure(result: dict):
     """Return the figure of a verify.py result: the image, the counterexample (if any) and their difference."""
     x0 = np.asarray(result["image"])
@@ -48,7 +53,7 @@ def verify_figure(result: dict):
     if cex is None:
         fig, ax = plt.subplots(1, 1, figsize=(3.4, 3.6))
         show_image(ax, x0, f"class {name(result['predicted'])}: {result['verdict'].upper()}\n"
-                           f"{box}, by {result['method']}, {result['seconds']:.2f} s")
+                           f"{box}, by {result['method']}, {duration(result['seconds'])}")
         return fig
     cex = np.asarray(cex)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
@@ -57,5 +62,5 @@ def verify_figure(result: dict):
                              f"(re-checked: {'yes' if result['verified'] else 'NO'})")
     delta = cex - x0
     show_difference(fig, axes[2], delta, f"difference, max |d| = {np.abs(delta).max():.3f}")
-    fig.suptitle(f"NOT ROBUST for {box}: found by {result['method']} in {result['seconds']:.2f} s", fontsize=10)
+    fig.suptitle(f"NOT ROBUST for {box}: found by {result['method']} in {duration(result['seconds'])}", fontsize=10)
     return fig
