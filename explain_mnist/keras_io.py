@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from explain_mnist.errors import UserError
+from explain_mnist.linear_maps import conv2d_matrix, same_pads
 from explain_mnist.network import Affine, Network, ReLU
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -49,35 +50,14 @@ def _activation_layers(name: str, layer_name: str, is_last: bool) -> tuple[list,
                     f"(and softmax or sigmoid on the last layer)")
 
 
-def conv2d_matrix(kernel: np.ndarray, in_shape: tuple, strides: tuple, padding: str,
-                  dilation: tuple = (1, 1)) -> tuple[sp.csr_matrix, tuple]:
-    """Return the sparse matrix of a channels-last 2-D convolution (no bias) and its output shape.
+def conv2d_keras_matrix(kernel: np.ndarray, in_shape: tuple, strides: tuple, padding: str,
+                        dilation: tuple = (1, 1)) -> tuple[sp.csr_matrix, tuple]:
+    """Return the sparse matrix of a Keras channels-last Conv2D (no bias) and its output shape.
 
-    ``kernel`` has Keras' shape ``(kh, kw, c_in, c_out)``; rows and columns index
-    row-major ``(h, w, c)`` of the output and input.
+    ``kernel`` has Keras' shape ``(kh, kw, c_in, c_out)``; ``padding`` is "valid" or "same".
     """
-    kh, kw, cin, cout = kernel.shape
-    H, W, C = in_shape
-    sh, sw = strides
-    dh, dw = dilation
-    ekh, ekw = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-    if padding == "valid":
-        Ho, Wo = (H - ekh) // sh + 1, (W - ekw) // sw + 1
-        top = left = 0
-    else:  # "same", as TensorFlow pads: the extra row/column goes at the bottom/right
-        Ho, Wo = -(-H // sh), -(-W // sw)
-        top = max((Ho - 1) * sh + ekh - H, 0) // 2
-        left = max((Wo - 1) * sw + ekw - W, 0) // 2
-    oh, ow, i, j, ci, co = np.meshgrid(np.arange(Ho), np.arange(Wo), np.arange(kh), np.arange(kw),
-                                       np.arange(cin), np.arange(cout), indexing="ij")
-    ih = oh * sh + i * dh - top
-    iw = ow * sw + j * dw - left
-    inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-    rows = ((oh * Wo + ow) * cout + co)[inside]
-    cols = ((ih * W + iw) * C + ci)[inside]
-    vals = kernel[i, j, ci, co][inside]
-    M = sp.csr_matrix((vals, (rows, cols)), shape=(Ho * Wo * cout, H * W * C))
-    return M, (Ho, Wo, cout)
+    pads = (0, 0, 0, 0) if padding == "valid" else same_pads(in_shape[:2], kernel.shape[:2], strides, dilation)
+    return conv2d_matrix(np.transpose(kernel, (3, 2, 0, 1)), in_shape, strides, pads, dilation, channels_last=True)
 
 
 def avgpool2d_matrix(in_shape: tuple, pool: tuple, strides: tuple, padding: str) -> tuple[sp.csr_matrix, tuple]:
@@ -86,8 +66,7 @@ def avgpool2d_matrix(in_shape: tuple, pool: tuple, strides: tuple, padding: str)
     With "same" padding the average is over the pixels inside the image only, as Keras does.
     """
     H, W, C = in_shape
-    ph, pw = pool
-    M, out_shape = conv2d_matrix(np.ones((ph, pw, 1, 1)), (H, W, 1), strides, padding)
+    M, out_shape = conv2d_keras_matrix(np.ones(pool + (1, 1)), (H, W, 1), strides, padding)
     counts = np.asarray(M.sum(axis=1)).reshape(-1)
     M = sp.diags(1.0 / counts) @ M
     return sp.csr_matrix(sp.kron(M, sp.eye(C))), (out_shape[0], out_shape[1], C)
@@ -123,8 +102,8 @@ def _conv2d(layer, cfg, shape, is_last):
     weights = layer.get_weights()
     kernel = weights[0]
     bias = weights[1] if cfg.get("use_bias", True) else np.zeros(kernel.shape[3])
-    M, out_shape = conv2d_matrix(kernel, shape, tuple(cfg["strides"]), cfg["padding"],
-                                 tuple(cfg.get("dilation_rate", (1, 1))))
+    M, out_shape = conv2d_keras_matrix(kernel, shape, tuple(cfg["strides"]), cfg["padding"],
+                                       tuple(cfg.get("dilation_rate", (1, 1))))
     acts, decision = _activation_layers(cfg.get("activation"), layer.name, is_last)
     return [Affine(M, np.tile(bias, out_shape[0] * out_shape[1]))] + acts, out_shape, decision
 

@@ -38,6 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from explain_mnist.errors import UserError
+from explain_mnist.linear_maps import conv2d_matrix
 from explain_mnist.network import Affine, Network, ReLU
 
 FINAL_ACTIVATIONS = ("Softmax", "LogSoftmax", "Sigmoid")
@@ -163,35 +164,6 @@ def _multiply_constant(ctx: _Context, value: _Linear, constant: np.ndarray) -> _
     value = _broadcast_to(value, shape)
     c = np.broadcast_to(constant, shape).reshape(-1)
     return _compose(value, Affine(sp.diags(c).tocsr(), np.zeros(c.size)), shape)
-
-
-def conv2d_nchw_matrix(weight: np.ndarray, in_shape: tuple, strides: tuple = (1, 1), pads: tuple = (0, 0, 0, 0),
-                       dilations: tuple = (1, 1), group: int = 1) -> tuple[sp.csr_matrix, tuple]:
-    """Return the sparse matrix of a channel-first 2-D convolution (no bias) and its output shape ``(M, Ho, Wo)``.
-
-    ``weight`` has ONNX's shape ``(M, C / group, kh, kw)``, ``in_shape`` is ``(C, H, W)``
-    and ``pads`` is ``(top, left, bottom, right)``; rows and columns index
-    row-major ``(channel, height, width)`` of the output and input.
-    """
-    M, c_group, kh, kw = weight.shape
-    C, H, W = in_shape
-    sh, sw = strides
-    dh, dw = dilations
-    top, left, bottom, right = pads
-    Ho = (H + top + bottom - (kh - 1) * dh - 1) // sh + 1
-    Wo = (W + left + right - (kw - 1) * dw - 1) // sw + 1
-    co, cl, i, j, oh, ow = np.meshgrid(np.arange(M), np.arange(c_group), np.arange(kh), np.arange(kw),
-                                       np.arange(Ho), np.arange(Wo), indexing="ij")
-    ci = (co // (M // group)) * c_group + cl
-    ih = oh * sh + i * dh - top
-    iw = ow * sw + j * dw - left
-    inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-    rows = ((co * Ho + oh) * Wo + ow)[inside]
-    cols = ((ci * H + ih) * W + iw)[inside]
-    vals = weight[co, cl, i, j][inside]
-    matrix = sp.csr_matrix((vals, (rows, cols)), shape=(M * Ho * Wo, C * H * W))
-    matrix.eliminate_zeros()
-    return matrix, (M, Ho, Wo)
 
 
 def _conv_pads(ctx: _Context, attrs: dict, in_hw: tuple, kernel: tuple, strides: tuple, dilations: tuple) -> tuple:
@@ -327,7 +299,7 @@ def _conv(ctx, node, x, weight, bias=None):
     strides = tuple(attrs.get("strides", (1, 1)))
     dilations = tuple(attrs.get("dilations", (1, 1)))
     pads = _conv_pads(ctx, attrs, x.shape[2:], kernel, strides, dilations)
-    M, out_shape = conv2d_nchw_matrix(_f64(weight), x.shape[1:], strides, pads, dilations, group)
+    M, out_shape = conv2d_matrix(_f64(weight), x.shape[1:], strides, pads, dilations, group)
     b = np.zeros(weight.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64)
     return _compose(x, Affine(M, np.repeat(b, out_shape[1] * out_shape[2])), (1,) + out_shape)
 

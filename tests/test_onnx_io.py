@@ -12,7 +12,8 @@ from explain_mnist import onnx_io  # noqa: E402
 from explain_mnist.errors import UserError  # noqa: E402
 from explain_mnist.models import load_network, reference_classes  # noqa: E402
 from explain_mnist.models import reference_logits as model_reference_logits  # noqa: E402
-from explain_mnist.onnx_io import conv2d_nchw_matrix, read_onnx, reference_logits  # noqa: E402
+from explain_mnist.linear_maps import conv2d_matrix  # noqa: E402
+from explain_mnist.onnx_io import read_onnx, reference_logits  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 MNISTFC = REPO.parent / "shared" / "benchmarks" / "mnistfc"
@@ -238,7 +239,7 @@ def test_conv_matrix_against_direct_sum():
     weight = rng.standard_normal((2, 3, 3, 2))
     x = rng.standard_normal((3, 5, 6))
     pads, strides = (1, 0, 1, 1), (2, 1)
-    M, (m, Ho, Wo) = conv2d_nchw_matrix(weight, x.shape, strides, pads)
+    M, (m, Ho, Wo) = conv2d_matrix(weight, x.shape, strides, pads)
     padded = np.pad(x, ((0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
     direct = np.zeros((m, Ho, Wo))
     for co in range(m):
