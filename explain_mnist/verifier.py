@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from explain_mnist import attack, bab
+from explain_mnist.bounds import Bounds, compute_bounds
 from explain_mnist.network import Network
 
 VERDICTS = ("robust", "not_robust", "unknown")
@@ -86,9 +88,6 @@ class Verifier:
 
     def verify(self, lo: np.ndarray, hi: np.ndarray, c: int, time_limit: float | None = None) -> Verdict:
         """Return the `Verdict` on whether every input in ``[lo, hi]`` keeps class ``c``."""
-        from explain_mnist import attack, bab
-        from explain_mnist.bounds import compute_bounds
-
         start = time.perf_counter()
         limit = self.time_limit if time_limit is None else time_limit
         deadline = None if limit is None else start + limit
@@ -126,7 +125,7 @@ class Verifier:
                            lower_bound=outcome.lower_bound, stages=stages)
 
         if self.mip_fallback and (deadline is None or time.perf_counter() < deadline - 0.5):
-            verdict = self._mip(lo, hi, c, deadline, outcome, start, stages)
+            verdict = self._mip(lo, hi, c, root, deadline, outcome, start, stages)
             if verdict is not None:
                 return verdict
         return Verdict("unknown", method="bab", nodes=outcome.nodes, seconds=time.perf_counter() - start,
@@ -134,13 +133,11 @@ class Verifier:
                        message=f"limit hit after {outcome.nodes} nodes; best proven lower bound of the margin "
                                f"{outcome.lower_bound:.4g}")
 
-    def _mip(self, lo, hi, c, deadline, outcome, start, stages) -> Verdict | None:
-        from explain_mnist.bounds import compute_bounds
+    def _mip(self, lo, hi, c, root: Bounds, deadline, outcome, start, stages) -> Verdict | None:
         from explain_mnist.mip import NetworkMIP
 
         remaining = None if deadline is None else max(deadline - time.perf_counter(), 0.1)
-        bounds = compute_bounds(self.net, lo, hi, method="crown")
-        mip = NetworkMIP(self.net, lo, hi, bounds=bounds, solver=self.solver, time_limit=remaining,
+        mip = NetworkMIP(self.net, lo, hi, bounds=root, solver=self.solver, time_limit=remaining,
                          threads=self.threads)
         x, result = mip.counterexample(c, margin=MIP_MARGIN)
         stages["mip_seconds"] = result.seconds
