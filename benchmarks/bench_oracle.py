@@ -22,7 +22,7 @@ from benchmarks.report import machine_line, update_section  # noqa: E402
 from explain_mnist.attack import margin_gradients  # noqa: E402
 from explain_mnist.data import load_test_set  # noqa: E402
 from explain_mnist.models import load_network  # noqa: E402
-from explain_mnist.results import write_json  # noqa: E402
+from explain_mnist.results import read_json, write_json  # noqa: E402
 from explain_mnist.verifier import Verifier  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,7 +64,12 @@ def main():
     p.add_argument("--model", default="twoclass")
     p.add_argument("--images", type=int, default=10)
     p.add_argument("--chunk", type=int, default=16)
+    p.add_argument("--report-only", action="store_true",
+                   help="write the RESULTS.md section from the images the JSON file already holds (after an interrupted run)")
     args = p.parse_args()
+    out = REPO / "benchmarks" / f"oracle_{args.model}.json"
+    if args.report_only:
+        return report(read_json(out), args)
     net = load_network(args.model)
     test = load_test_set(verbose=False)
     indices = np.flatnonzero(np.isin(test.y, (1, 3)))[:args.images] if args.model == "twoclass" \
@@ -76,7 +81,7 @@ def main():
             records, size = deletion_queries(net, test.x[index].astype(np.float64), args.chunk, pbar)
             rows.append({"index": int(index), "queries": records, "explanation_size": size,
                          "seconds": time.perf_counter() - start})
-            write_json(REPO / "benchmarks" / f"oracle_{args.model}.json", rows)
+            write_json(out, rows)
     report(rows, args)
 
 
@@ -90,7 +95,7 @@ def report(rows, args):
     lines = [f"## The verifier as explanation oracle ({args.model})", "", machine_line(),
              f"Command: `OMP_NUM_THREADS=1 python benchmarks/bench_oracle.py --model {args.model} --images "
              f"{args.images} --chunk {args.chunk}`", "",
-             f"{len(times)} queries over {len(rows)} images: median {np.median(times):.2f} ms, "
+             f"{len(times)} queries over {len(rows)} images (the first {len(rows)} of the run): median {np.median(times):.2f} ms, "
              f"90th percentile {np.percentile(times, 90):.2f} ms, max {times.max():.1f} ms; "
              f"unknown: {unknown}. Decided by: " + ", ".join(f"{k} {v}" for k, v in sorted(methods.items())) + ".", "",
              "| test image | queries | explanation size (pixels) | seconds | median query ms | max query ms |",

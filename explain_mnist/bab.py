@@ -144,7 +144,7 @@ def _settled(phases: list, lower: list, upper: list) -> list:
 
 
 def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadline: float | None = None,
-                     node_limit: int = 200_000, seeds=None, root: Bounds | None = None,
+                     node_limit: int = 200_000, root: Bounds | None = None,
                      batch: int = BATCH_NODES) -> BabOutcome:
     """Return the `BabOutcome` of deciding whether every input in ``[lo, hi]`` keeps class ``c``."""
     start = time.perf_counter()

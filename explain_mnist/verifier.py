@@ -103,9 +103,7 @@ class Verifier:
             return Verdict("robust", method="bounds", seconds=time.perf_counter() - start, lower_bound=root_lower,
                            stages=stages)
 
-        linear = None
-        if getattr(root, "spec_lower_A", None) is not None:
-            linear = (root.spec_lower_A[0], root.spec_lower_c[0])
+        linear = None if root.spec_lower_A is None else (root.spec_lower_A[0], root.spec_lower_c[0])
         hit = attack.find_counterexample(self.net, lo, hi, c, seeds=self._seed_array(), linear_lower=linear)
         stages["attack_seconds"] = hit.seconds
         if hit.x is not None and is_counterexample(self.net, hit.x, lo, hi, c):
@@ -115,7 +113,7 @@ class Verifier:
         if self.mip_fallback and limit is not None:
             bab_deadline = start + BAB_SHARE * limit
         outcome = bab.branch_and_bound(self.net, lo, hi, c, deadline=bab_deadline, node_limit=self.node_limit,
-                                       seeds=self._seed_array(), root=root)
+                                       root=root)
         outcome.lower_bound = max(outcome.lower_bound, root_lower)
         stages["bab_seconds"] = outcome.seconds
         if outcome.status == "not_robust" and is_counterexample(self.net, outcome.x, lo, hi, c):
