@@ -7,7 +7,10 @@ bounded over many nodes at once by CROWN with the nodes' phases fixed
 (`bounds.crown_bounds`, batched). Per node and margin row:
 
 - a row whose lower bound is > 0 is proved for the whole node, and stays proved in
-  its children (their regions are subsets);
+  its children (their regions are subsets); for the same reason a child keeps
+  its parent's neuron and margin bounds where they are tighter than its own
+  (CROWN is not monotone under splits: it treats a neuron fixed active as
+  ``a = z`` on the whole box, without the constraint ``z >= 0``);
 - a node with every row proved, or whose phases contradict its bounds, is closed;
 - the box corner minimising each open row's linear lower bound is a candidate
   counterexample, checked by the forward pass;
@@ -63,10 +66,9 @@ class _Node:
     order: int
     phases: list = None
     open_rows: np.ndarray = None
-
-
-def _stack(nodes: list, k: int) -> np.ndarray:
-    return np.stack([node.phases[k] for node in nodes])
+    lower: list = None   # the parent's neuron bounds, valid on this node's region (a subset of the parent's)
+    upper: list = None
+    row_bounds: np.ndarray = None   # the parent's margin bounds, valid here for the same reason
 
 
 class NodeLP:
@@ -155,7 +157,11 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
     counter = itertools.count()
     sizes = [a.n_out for a in net.hidden]
     root_bound = -np.inf if root is None or root.spec_lower is None else float(root.spec_lower.min())
-    heap = [_Node(root_bound, next(counter), [np.zeros(n, dtype=np.int8) for n in sizes], np.ones(m, dtype=bool))]
+    unbounded = ([np.full(n, -np.inf) for n in sizes], [np.full(n, np.inf) for n in sizes])
+    root_lower, root_upper = unbounded if root is None else ([l[0] for l in root.lower], [u[0] for u in root.upper])
+    root_rows = np.full(m, -np.inf) if root is None or root.spec_lower is None else root.spec_lower[0]
+    heap = [_Node(root_bound, next(counter), [np.zeros(n, dtype=np.int8) for n in sizes], np.ones(m, dtype=bool),
+                  root_lower, root_upper, root_rows)]
     nodes = 0
     closed_lower = np.inf  # the smallest margin bound that closed a node
     node_lp = None
@@ -170,9 +176,12 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
             return outcome("unknown")
         taken = [heapq.heappop(heap) for _ in range(min(batch, len(heap)))]
         nodes += len(taken)
-        phases = [_stack(taken, k) for k in range(len(sizes))]
-        bounds = crown_bounds(net, lo, hi, phases=phases, C=C)
-        lower = np.where(np.stack([node.open_rows for node in taken]), bounds.spec_lower, np.inf)
+        phases = [np.stack([node.phases[k] for node in taken]) for k in range(len(sizes))]
+        prior = ([np.stack([node.lower[k] for node in taken]) for k in range(len(sizes))],
+                 [np.stack([node.upper[k] for node in taken]) for k in range(len(sizes))])
+        bounds = crown_bounds(net, lo, hi, phases=phases, C=C, prior=prior)
+        inherited = np.stack([node.row_bounds for node in taken])
+        lower = np.where(np.stack([node.open_rows for node in taken]), np.maximum(bounds.spec_lower, inherited), np.inf)
         open_rows = (lower <= 0) & ~bounds.infeasible[:, None]
         alive = open_rows.any(axis=1)
         closed_lower = min(closed_lower, float(lower[~alive & ~bounds.infeasible].min(initial=np.inf)))
@@ -210,11 +219,13 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
             if choice is None:
                 # every neuron is fixed: the LP was exact, its minimum <= 0 and its minimiser did not flip the
                 # class: a margin of about 0 (a tie) that no point verifiably crosses
-                heapq.heappush(heap, _Node(float(rows[still_open].min()), next(counter), settled, still_open))
+                heapq.heappush(heap, _Node(float(rows[still_open].min()), next(counter), settled, still_open,
+                                           node_lower, node_upper, rows))
                 return outcome("unknown")
             k, j = choice
             for phase in (1, -1):
                 child = [p.copy() for p in settled]
                 child[k][j] = phase
-                heapq.heappush(heap, _Node(float(rows[still_open].min()), next(counter), child, still_open))
+                heapq.heappush(heap, _Node(float(rows[still_open].min()), next(counter), child, still_open,
+                                           node_lower, node_upper, rows))
     return outcome("robust")

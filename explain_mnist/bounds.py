@@ -170,11 +170,16 @@ def interval_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, phases=None, C
                   spec_lower=spec_lower, spec_upper=spec_upper, infeasible=infeasible)
 
 
-def crown_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, phases=None, C=None, alpha=None) -> Bounds:
+def crown_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, phases=None, C=None, alpha=None,
+                 prior=None) -> Bounds:
     """Return linear-relaxation (CROWN) bounds of every hidden pre-activation, and of ``C @ logits`` if given.
 
     ``alpha`` (optional): one array per hidden layer, ``(n_k,)`` or ``(B, n_k)`` in [0, 1],
-    the lower slopes of unstable neurons; default the adaptive choice.
+    the lower slopes of unstable neurons; default the adaptive choice. ``prior``
+    (optional): ``(lower, upper)``, per-layer bounds already known to hold on the
+    boxes (e.g. a branch-and-bound parent's); each layer's bounds are intersected
+    with them before they relax the next layers, and neurons they already settle are
+    not back-substituted.
     """
     start = time.perf_counter()
     lo, hi = _broadcast_boxes(lo, hi, phases, C, alpha)
@@ -183,6 +188,9 @@ def crown_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, phases=None, C=No
     alpha = _batched_layers(alpha, net, n_boxes, "alpha")
     if alpha is not None and any(((a < 0) | (a > 1)).any() for a in alpha):
         raise ValueError("alpha (lower slopes of unstable ReLUs) must lie in [0, 1]")
+    prior_lower, prior_upper = (None, None) if prior is None else (
+        _batched_layers(prior[0], net, n_boxes, "prior lower bounds"),
+        _batched_layers(prior[1], net, n_boxes, "prior upper bounds"))
     C = None if C is None else _batched_spec(net, C, n_boxes)
     widest = max([net.n_inputs] + [a.n_out for a in net.affines])
     rows = max([a.n_out for a in net.hidden] + [0 if C is None else C.shape[1]])
@@ -191,7 +199,8 @@ def crown_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, phases=None, C=No
     for s in range(0, n_boxes, chunk):
         sl = slice(s, s + chunk)
         parts.append(_crown_chunk(net, lo[sl], hi[sl], _slice_layers(phases, sl), None if C is None else C[sl],
-                                  _slice_layers(alpha, sl)))
+                                  _slice_layers(alpha, sl), _slice_layers(prior_lower, sl),
+                                  _slice_layers(prior_upper, sl)))
     result = _concatenate(parts, "crown")
     result.seconds = time.perf_counter() - start
     return result
@@ -305,13 +314,15 @@ def compute_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, method: str = "
 # CROWN internals
 
 
-def _crown_chunk(net, lo, hi, phases, C, alpha) -> Bounds:
+def _crown_chunk(net, lo, hi, phases, C, alpha, prior_lower=None, prior_upper=None) -> Bounds:
     n_boxes = lo.shape[0]
     infeasible = np.zeros(n_boxes, dtype=bool)
     lower, upper, relaxations = [], [], []
     act_lo, act_hi = lo, hi
     for k, affine in enumerate(net.hidden):
         l, u = affine_interval(affine.W, affine.b, act_lo, act_hi)
+        if prior_lower is not None:
+            l, u = np.maximum(l, prior_lower[k]), np.minimum(u, prior_upper[k])
         rows = np.flatnonzero(((l < 0) & (u > 0)).any(axis=0)) if k > 0 else np.empty(0, dtype=int)
         if rows.size:
             W_rows = _dense_rows(affine.W, rows)
