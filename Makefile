@@ -2,7 +2,6 @@
 PY ?= python3
 VENV := .venv
 PYTHON := $(VENV)/bin/python
-MNIST_PATH ?= ../shared/data/mnist
 export KERAS_HOME ?= $(CURDIR)/.keras_home
 export TF_CPP_MIN_LOG_LEVEL := 3
 
@@ -19,10 +18,14 @@ test: $(VENV)/.installed
 figures: $(VENV)/.installed
 	$(PYTHON) make_figures.py
 
+# MNIST_PATH=/path/to/mnist (IDX files or mnist.npz) trains on full MNIST; without it, see data.py's fallbacks
+ifdef MNIST_PATH
+export MNIST_PATH
+endif
 models: $(VENV)/.installed
-	MNIST_PATH=$(MNIST_PATH) $(PYTHON) train_twoclass.py
-	MNIST_PATH=$(MNIST_PATH) $(PYTHON) train_multiclass.py
-	MNIST_PATH=$(MNIST_PATH) $(PYTHON) train_cnn_simple.py
+	$(PYTHON) train_twoclass.py
+	$(PYTHON) train_multiclass.py
+	$(PYTHON) train_cnn_simple.py
 
 bench: $(VENV)/.installed
 	$(PYTHON) benchmarks/bench_core.py

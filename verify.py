@@ -25,11 +25,13 @@ def main():
     result = run_verify(args)
     save_outputs(args, result)
     status = {"robust": "ROBUST (proved)", "not_robust": "NOT ROBUST (counterexample re-checked by the model)",
-              "unknown": "UNKNOWN (limit hit)"}[result["verdict"]]
+              "unknown": "UNKNOWN (not decided)"}[result["verdict"]]
     if result["stages"].get("mip_solver"):
         print(f"MIP solver: {result['stages']['mip_solver']}")
     print(f"{result['input']}: class {result['predicted']}, {status}; by {result['method']}, "
           f"{result['nodes']} nodes, {result['seconds']:.2f} s")
+    if result["message"]:
+        print(result["message"])
     if result["verdict"] == "unknown" and result["lower_bound"] is not None:
         print(f"best proven lower bound of the margin: {result['lower_bound']:.4g} (not a proof either way)")
 

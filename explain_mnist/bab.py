@@ -15,8 +15,8 @@ bounded over many nodes at once by CROWN with the nodes' phases fixed
 - the box corner minimising each open row's linear lower bound is a candidate
   counterexample, checked by the forward pass;
 - an open row is then minimised over the node by an LP (`NodeLP`: the triangle
-  relaxation with the node's splits as exact constraints); above
-  `LP_PROOF_TOLERANCE` the row is proved, and the LP's minimiser is a candidate
+  relaxation with the node's splits as exact constraints, its bound certified
+  from the duals); above `PROOF_TOLERANCE` the row is proved, and the LP's minimiser is a candidate
   counterexample (re-checked by the forward pass). A node with every neuron
   fixed is a leaf, where this LP is exact;
 - otherwise the node splits on the unstable neuron with the largest score
@@ -44,7 +44,7 @@ from explain_mnist.bounds import Bounds, crown_bounds, spec_coefficients
 from explain_mnist.network import Network
 
 BATCH_NODES = 32
-LP_PROOF_TOLERANCE = 1e-7  # an LP minimum counts as a proof only above this (solver tolerances)
+PROOF_TOLERANCE = 1e-9  # a margin bound proves the margin positive only above this (floating-point rounding)
 
 
 @dataclass
@@ -97,7 +97,10 @@ class NodeLP:
         self.solves = 0
 
     def minimum(self, phases: list, upper: list, row: int) -> tuple[float, np.ndarray | None]:
-        """Return ``(bound, x)``: the LP minimum of margin ``row`` at a node (+inf if the node is empty).
+        """Return ``(bound, x)``: a certified lower bound of margin ``row`` at a node and the LP's minimiser.
+
+        The bound is rebuilt from the LP's duals by weak duality (`MIPModel.dual_lower_bound`),
+        so it holds whatever the solver's tolerances; +inf if the node is empty.
 
         ``phases`` and ``upper`` are the node's per-layer phases and upper bounds;
         ``x`` is the input of the LP's minimiser (a candidate counterexample).
@@ -115,9 +118,10 @@ class NodeLP:
         result = self.solver.solve()
         if result.status == "infeasible":
             return np.inf, None
-        if result.status != "optimal" or result.objective is None:
+        if result.status != "optimal" or result.objective is None or result.row_duals is None:
             return -np.inf, None
-        return float(result.objective), self.model.input_point(result.x)
+        certified = self.solver.model.dual_lower_bound(result.row_duals)
+        return min(certified, float(result.objective)), self.model.input_point(result.x)
 
 
 def _split_choice(lower: list, upper: list, lam: list, phases: list):
@@ -182,9 +186,10 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
         bounds = crown_bounds(net, lo, hi, phases=phases, C=C, prior=prior)
         inherited = np.stack([node.row_bounds for node in taken])
         lower = np.where(np.stack([node.open_rows for node in taken]), np.maximum(bounds.spec_lower, inherited), np.inf)
-        open_rows = (lower <= 0) & ~bounds.infeasible[:, None]
+        open_rows = ~(lower > PROOF_TOLERANCE) & ~bounds.infeasible[:, None]   # a NaN bound proves nothing
         alive = open_rows.any(axis=1)
-        closed_lower = min(closed_lower, float(lower[~alive & ~bounds.infeasible].min(initial=np.inf)))
+        proved = (lower > PROOF_TOLERANCE) & np.isfinite(lower) & ~bounds.infeasible[:, None]
+        closed_lower = min(closed_lower, float(lower[proved].min(initial=np.inf)))
         idx = np.flatnonzero(alive)
         if idx.size == 0:
             continue
@@ -209,11 +214,11 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
                 if x is not None and net.predict(x) != c:
                     return outcome("not_robust", x)
                 rows[r] = max(rows[r], value)
-                if rows[r] <= LP_PROOF_TOLERANCE:
+                if rows[r] <= PROOF_TOLERANCE:
                     break
-            still_open = open_rows[i] & (rows <= LP_PROOF_TOLERANCE)
+            still_open = open_rows[i] & (rows <= PROOF_TOLERANCE)
+            closed_lower = min(closed_lower, float(rows[open_rows[i] & ~still_open].min(initial=np.inf)))
             if not still_open.any():
-                closed_lower = min(closed_lower, float(rows.min()))
                 continue
             choice = _split_choice(node_lower, node_upper, [coefficient[pos] for coefficient in lam], settled)
             if choice is None:

@@ -59,13 +59,26 @@ def make_parser(description: str, *, default_model: str = "twoclass", image_inpu
 def check_common(args) -> None:
     """Validate the shared numeric flags, raising UserError with what to do."""
     limit = getattr(args, "time_limit", None)
-    if limit is not None and not limit > 0:
-        raise UserError(f"--time-limit must be a positive number of seconds, got {limit:g}")
+    if limit is not None and not (limit > 0 and np.isfinite(limit)):
+        raise UserError(f"--time-limit must be a positive, finite number of seconds, got {limit:g}")
+    node_limit = getattr(args, "node_limit", None)
+    if node_limit is not None and node_limit < 1:
+        raise UserError(f"--node-limit must be at least 1, got {node_limit}")
     threads = getattr(args, "threads", 1)
     if threads is not None and threads < 1:
         raise UserError(f"--threads must be at least 1, got {threads}")
-    if args.json and os.path.isdir(args.json):
-        raise UserError(f"--json {args.json} is a folder; give a file name")
+    outputs = [("--json", args.json)] + ([] if getattr(args, "no_figure", False) else [("--figure", args.figure)])
+    for flag, path in outputs:
+        if not path:
+            continue
+        if os.path.isdir(path):
+            raise UserError(f"{flag} {path} is a folder; give a file name")
+        folder = os.path.dirname(os.path.abspath(path))
+        existing = folder
+        while not os.path.isdir(existing):
+            existing = os.path.dirname(existing)
+        if not os.access(existing, os.W_OK):
+            raise UserError(f"{flag} {path}: cannot write in {existing}; choose another place")
 
 
 @dataclass

@@ -169,6 +169,23 @@ class MIPModel:
                  np.abs(v - np.round(v))[self.integrality]]
         return float(max((p.max() if p.size else 0.0) for p in parts))
 
+    def dual_lower_bound(self, y: np.ndarray) -> float:
+        """Return a lower bound of the LP relaxation's minimum from any row multipliers ``y`` (weak duality).
+
+        For every feasible v: ``c v = (c - A'y) v + y'(A v)``; each term is bounded by the
+        row and column bounds, so the result holds whatever the solver's tolerances
+        (``-inf`` where a needed bound is infinite). Only for a linear objective.
+        """
+        y = np.asarray(y, dtype=np.float64)
+        y = np.where(np.isneginf(self.row_lower), np.minimum(y, 0.0), y)
+        y = np.where(np.isposinf(self.row_upper), np.maximum(y, 0.0), y)
+        reduced = self.c - self.A.T @ y
+        with np.errstate(invalid="ignore"):  # inf * 0 in the branch np.where discards
+            row_part = np.where(y > 0, y * self.row_lower, np.where(y < 0, y * self.row_upper, 0.0))
+            col_part = np.where(reduced > 0, reduced * self.lb, np.where(reduced < 0, reduced * self.ub, 0.0))
+            total = float(row_part.sum() + col_part.sum()) + self.c0
+        return -np.inf if np.isnan(total) else total
+
     def summary(self) -> str:
         """Return a one-line size summary."""
         return (f"{self.n_cols} columns ({len(self.input_pixels)} inputs, {self.n_binaries} binaries), "

@@ -242,14 +242,15 @@ def read_keras(path: str | Path) -> Network:
 def logit_model(model):
     """Return a Keras model computing ``model``'s outputs before a final softmax or sigmoid."""
     keras = _keras()
-    last = model.layers[-1]
+    position = max(k for k, layer in enumerate(model.layers) if type(layer).__name__ != "Dropout")
+    last = model.layers[position]
     if type(last).__name__ == "Softmax":
         return keras.Model(model.inputs, last.input)
     if getattr(getattr(last, "activation", None), "__name__", "") not in ("softmax", "sigmoid"):
         return model
     cloned = keras.models.clone_model(model)
     cloned.set_weights(model.get_weights())
-    cloned.layers[-1].activation = keras.activations.linear
+    cloned.layers[position].activation = keras.activations.linear
     return cloned
 
 

@@ -49,7 +49,10 @@ def load_network(model: str) -> Network:
         hint = "run `make models` to train it" if model in SHIPPED_MODELS else "check the path"
         raise UserError(f"model file {path} not found; {hint}")
     module, entry = _reader(path)
-    net = getattr(module, entry[1])(path)
+    try:
+        net = getattr(module, entry[1])(path)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"model {path} cannot be turned into an affine/ReLU network: {exc}") from None
     net.meta["path"] = str(path)
     card = path.with_suffix(".json")
     if card.is_file():

@@ -48,6 +48,9 @@ class Affine:
         self.b = np.asarray(self.b, dtype=np.float64).reshape(-1)
         if self.W.shape[0] != self.b.shape[0]:
             raise ValueError(f"affine map has {self.W.shape[0]} rows but {self.b.shape[0]} biases")
+        values = self.W.data if sp.issparse(self.W) else self.W
+        if not (np.all(np.isfinite(values)) and np.all(np.isfinite(self.b))):
+            raise ValueError("the network has a weight or bias that is NaN or infinite")
 
     @property
     def n_in(self) -> int:

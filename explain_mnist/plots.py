@@ -52,7 +52,8 @@ def verify_figure(result: dict):
     box = f"eps = {eps:g}" if eps is not None else "VNN-LIB box"
     if cex is None:
         fig, ax = plt.subplots(1, 1, figsize=(3.4, 3.6))
-        show_image(ax, x0, f"class {name(result['predicted'])}: {result['verdict'].upper()}\n"
+        proof = " (MIP, up to its tolerance)" if result["verdict"] == "robust" and result["method"] == "mip" else ""
+        show_image(ax, x0, f"class {name(result['predicted'])}: {result['verdict'].upper()}{proof}\n"
                            f"{box}, by {result['method']}, {duration(result['seconds'])}")
         return fig
     cex = np.asarray(cex)

@@ -42,6 +42,17 @@ def verify_box(net, lo, hi, c, time_limit=None, node_limit=200_000, solver="auto
     }
 
 
+def robustness_property(prop, net, path) -> tuple[np.ndarray, np.ndarray, int]:
+    """Return ``(lo, hi, c)`` of a VNN-LIB robustness property for ``net``, or raise UserError saying why not."""
+    if prop.n_inputs != net.n_inputs or prop.n_outputs != net.n_outputs:
+        raise UserError(f"{path} has {prop.n_inputs} inputs and {prop.n_outputs} outputs, the model "
+                        f"{net.n_inputs} and {net.n_outputs}")
+    if prop.label is None or len(prop.disjuncts) != net.n_outputs - 1:
+        raise UserError(f"{path} is not a robustness property (a disjunction of Y_j >= Y_c over every "
+                        f"other class j, for one class c); only those are supported")
+    return prop.lo, prop.hi, prop.label
+
+
 def run_verify(args) -> dict:
     """Return the result of verify.py for parsed arguments (see verify.py --help)."""
     from explain_mnist.cli import load_input, load_model
@@ -52,18 +63,9 @@ def run_verify(args) -> dict:
         image.announce()
     if args.vnnlib:
         from explain_mnist.vnnlib import read_vnnlib
-        prop = read_vnnlib(args.vnnlib)
-        if prop.n_inputs != net.n_inputs or prop.n_outputs != net.n_outputs:
-            raise UserError(f"{args.vnnlib} has {prop.n_inputs} inputs and {prop.n_outputs} outputs, the model "
-                            f"{net.n_inputs} and {net.n_outputs}")
-        if prop.label is None:
-            raise UserError(f"{args.vnnlib} is not a robustness property (a disjunction of Y_j >= Y_c for one "
-                            f"class c); only those are supported")
-        lo, hi, c = prop.lo, prop.hi, prop.label
+        lo, hi, c = robustness_property(read_vnnlib(args.vnnlib), net, args.vnnlib)
         x0 = (lo + hi) / 2.0
-        source, epsilon, label, index = f"VNN-LIB {args.vnnlib}", None, prop.label, None
-        if not 0 <= c < net.n_classes:
-            raise UserError(f"{args.vnnlib} names class {c}, but the model has {net.n_classes} classes")
+        source, epsilon, label, index = f"VNN-LIB {args.vnnlib}", None, c, None
     else:
         x0, source, label, index, epsilon = image.x, image.source, image.label, image.index, args.epsilon
         c = int(net.predict(x0))
@@ -79,8 +81,11 @@ def save_outputs(args, result: dict) -> None:
     from explain_mnist.results import to_jsonable, write_json
 
     plain = to_jsonable(result)
-    if args.json:
-        write_json(args.json, plain)
-    if args.figure and not args.no_figure:
-        from explain_mnist.plots import save_figure, verify_figure
-        save_figure(verify_figure(plain), args.figure)
+    try:
+        if args.json:
+            write_json(args.json, plain)
+        if args.figure and not args.no_figure:
+            from explain_mnist.plots import save_figure, verify_figure
+            save_figure(verify_figure(plain), args.figure)
+    except OSError as exc:
+        raise UserError(f"cannot write the result ({exc.strerror or exc}): check --json / --figure") from None

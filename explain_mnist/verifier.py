@@ -20,8 +20,9 @@ what branch-and-bound left open (``"mip"``), with the last quarter of a time lim
 (`BAB_SHARE`) or, without one, once the node budget is spent. Margins within `TIE_TOLERANCE` of 0 at
 a point are not trusted as counterexamples: a point counts only if the forward
 pass puts it in another class. Bounds and branch-and-bound prove a margin > 0
-exactly (an LP minimum counts above 1e-7); a MIP proof holds up to the solver's
-feasibility tolerance: no input has a margin below ``-MIP_MARGIN``.
+(a bound counts above `bab.PROOF_TOLERANCE`, 1e-9; LP bounds are certified from
+their duals); a MIP proof holds up to the solver's feasibility tolerance: no input
+has a margin below ``-MIP_MARGIN``.
 """
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ class Verifier:
         root = compute_bounds(self.net, lo, hi, method=self.bound_method, C=C)
         stages["bounds_seconds"] = root.seconds
         root_lower = float(root.spec_lower.min())
-        if root_lower > 0:
+        if root_lower > bab.PROOF_TOLERANCE:
             return Verdict("robust", method="bounds", seconds=time.perf_counter() - start, lower_bound=root_lower,
                            stages=stages)
 

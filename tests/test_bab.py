@@ -148,8 +148,9 @@ def test_node_lp_is_exact_on_a_fully_fixed_node():
         _, pre = net.forward(x, return_preactivations=True)
         phases = [np.where(z > 0, 1, -1).astype(np.int8) for z in pre]
         C = net.spec_matrix(0)
-        node_lp = NodeLP(net, lo, hi, crown_bounds(net, lo, hi), C)
-        value, point = node_lp.minimum(phases, [np.full(len(z), np.inf) for z in pre], 0)
+        root = crown_bounds(net, lo, hi)
+        node_lp = NodeLP(net, lo, hi, root, C)
+        value, point = node_lp.minimum(phases, [u[0] for u in root.upper], 0)
         # independent: the brute-force LP restricted to this one pattern, solved by linprog in (x, z) space
         expected = pattern_min_margin(net, lo, hi, C[0], [(z > 0).astype(float) for z in pre])
         assert value == pytest.approx(expected, abs=1e-7)

@@ -143,3 +143,30 @@ def test_add_columns_and_rows():
     np.testing.assert_array_equal(rows, [m])
     assert model.n_binaries == model.layers[0].unstable.size + 1
     assert model.row_upper[-1] == 0.5 and model.c[-1] == 2.0
+
+
+def test_dual_lower_bound_is_weak_duality():
+    """Any row multipliers give a bound below the LP optimum (linprog); the solver's own duals give the optimum."""
+    import scipy.sparse as sp
+    from scipy.optimize import linprog
+
+    from explain_mnist.encoding import MIPModel
+    from explain_mnist.solvers import make_solver
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        n, m = 6, 5
+        A = sp.csr_matrix(rng.normal(size=(m, n)))
+        model = MIPModel(lb=-rng.uniform(0, 2, n), ub=rng.uniform(0, 2, n), integrality=np.zeros(n, dtype=bool), A=A,
+                         row_lower=np.where(rng.uniform(size=m) < 0.5, -np.inf, -1.0), row_upper=np.full(m, 1.0),
+                         c=rng.normal(size=n), c0=0.3)
+        finite = np.isfinite(model.row_lower)
+        exact = linprog(model.c, A_ub=sp.vstack([A, -A[finite]]).toarray(),
+                        b_ub=np.concatenate([model.row_upper, -model.row_lower[finite]]),
+                        bounds=list(zip(model.lb, model.ub)), method="highs")
+        assert exact.status == 0
+        optimum = exact.fun + model.c0
+        for _ in range(10):
+            assert model.dual_lower_bound(rng.normal(size=m)) <= optimum + 1e-9
+        result = make_solver("highs", model).solve()
+        assert model.dual_lower_bound(result.row_duals) == pytest.approx(optimum, abs=1e-7)

@@ -123,3 +123,15 @@ def test_missing_and_corrupt_model_files(tmp_path):
     with pytest.raises(UserError, match="cannot be loaded") as info:
         keras_io.read_keras(bad)
     assert "\n" not in str(info.value)
+
+
+def test_reference_logits_strip_a_sigmoid_before_trailing_dropout():
+    rng = np.random.default_rng(4)
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([L.Input((784,)), L.Dense(5, activation="relu"), L.Dense(1, activation="sigmoid"),
+                              L.Dropout(0.2)])
+    X = rng.uniform(0, 1, (100, 784))
+    net = keras_io.network_from_keras_model(model)
+    logits = keras_io.keras_logits(model, X)
+    assert np.abs(net.forward(X) - logits).max() < 1e-4
+    assert np.array_equal(net.classify_logits(logits), keras_io.keras_classes(model, X))

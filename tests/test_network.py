@@ -69,3 +69,13 @@ def test_invalid_networks_are_refused():
         Network([Affine(np.eye(2), np.zeros(2))], decision="sigmoid")
     with pytest.raises(TypeError, match="Affine and ReLU"):
         Network([Affine(np.eye(2), np.zeros(2)), "tanh"])
+
+
+def test_non_finite_weights_are_refused():
+    for bad in (np.nan, np.inf):
+        W = np.eye(2)
+        W[0, 1] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            Affine(W, np.zeros(2))
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            Affine(sp.csr_matrix(np.eye(2)), np.array([0.0, bad]))

@@ -345,3 +345,28 @@ def test_time_limit_lower_bound_is_at_least_the_crown_bound(time_limited):
     crown = compute_bounds(net, prop.lo, prop.hi, method="crown", C=net.spec_matrix(prop.label))
     assert np.isfinite(result["lower_bound"])
     assert crown.spec_lower.min() - 1e-9 <= result["lower_bound"] <= 0
+
+
+def test_partial_vnnlib_property_is_refused(tmp_path):
+    from explain_mnist.errors import UserError
+    from explain_mnist.network import Affine, Network, ReLU
+    from explain_mnist.verification import robustness_property
+    from explain_mnist.vnnlib import parse_vnnlib
+
+    rng = np.random.default_rng(0)
+    net = Network([Affine(rng.normal(size=(4, 2)), np.zeros(4)), ReLU(), Affine(rng.normal(size=(3, 4)), np.zeros(3))])
+    header = "".join(f"(declare-const X_{i} Real)\n" for i in range(2)) + \
+        "".join(f"(declare-const Y_{j} Real)\n" for j in range(3)) + \
+        "(assert (>= X_0 0))\n(assert (<= X_0 1))\n(assert (>= X_1 0))\n(assert (<= X_1 1))\n"
+    full = parse_vnnlib(header + "(assert (or (and (>= Y_1 Y_0)) (and (>= Y_2 Y_0))))\n", "full")
+    lo, hi, c = robustness_property(full, net, "full")
+    assert c == 0 and np.array_equal(lo, [0, 0]) and np.array_equal(hi, [1, 1])
+    partial = parse_vnnlib(header + "(assert (>= Y_1 Y_0))\n", "partial")
+    with pytest.raises(UserError, match="every other class"):
+        robustness_property(partial, net, "partial")
+
+
+def test_figure_path_that_is_a_folder_is_refused(tmp_path):
+    done = subprocess.run([sys.executable, "verify.py", "--epsilon", "0.1", "--figure", str(tmp_path)],
+                          cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and "is a folder" in done.stderr and "Traceback" not in done.stderr

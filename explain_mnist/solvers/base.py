@@ -42,6 +42,7 @@ class SolveResult:
     seconds: float
     solver: str
     message: str = ""
+    row_duals: np.ndarray | None = None   # an LP's row multipliers, for `MIPModel.dual_lower_bound`
 
     @property
     def has_solution(self) -> bool:

@@ -155,4 +155,8 @@ class HighsSolver(MIPSolver):
             status = "error"
         if status == "infeasible":
             x, objective = None, None
-        return SolveResult(status, objective, bound, relative_gap(objective, bound), x, nodes, 0.0, self.name, message)
+        duals = None
+        if not self._has_integers and info.dual_solution_status == 2:
+            duals = np.array(h.getSolution().row_dual, dtype=np.float64)
+        return SolveResult(status, objective, bound, relative_gap(objective, bound), x, nodes, 0.0, self.name, message,
+                           duals)
