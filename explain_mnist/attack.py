@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from explain_mnist.network import Network
+from explain_mnist.network import Network, times_W
 
 ALPHA_START = 0.5   # first step, as a fraction of each coordinate's box width
 ALPHA_END = 0.02    # last step
@@ -89,22 +89,14 @@ class AttackResult:
 
 # ----------------------------------------------------------------------------- gradients
 
-def _times_W(V: np.ndarray, W) -> np.ndarray:
-    """Return ``V @ W`` for ``V`` of shape ``(..., n_out)`` and a dense or sparse ``W``."""
-    if sp.issparse(W):
-        flat = V.reshape(-1, V.shape[-1])
-        return np.asarray(W.T @ flat.T).T.reshape(V.shape[:-1] + (W.shape[1],))
-    return V @ W
-
-
 def _backward(net: Network, pre: list, V: np.ndarray) -> np.ndarray:
     """Return the input cotangent of the logit cotangent ``V`` (``(B, n_out)`` or ``(B, r, n_out)``)."""
     affines = net.affines
     for k in range(len(affines) - 1, 0, -1):
-        V = _times_W(V, affines[k].W)
+        V = times_W(V, affines[k].W)
         mask = pre[k - 1] > 0
         V = V * (mask if V.ndim == 2 else mask[:, None, :])
-    return _times_W(V, affines[0].W)
+    return times_W(V, affines[0].W)
 
 
 def logit_vjp(net: Network, X: np.ndarray, V: np.ndarray) -> np.ndarray:

@@ -70,7 +70,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
-from explain_mnist.network import Network
+from explain_mnist.network import Network, times_W
 
 INFEASIBLE_TOL = 1e-8
 MAX_BACKSUB_ENTRIES = 2 ** 24
@@ -287,7 +287,7 @@ def spec_coefficients(net: Network, bounds: Bounds, C: np.ndarray, phases=None, 
     alpha = _batched_layers(alpha, net, n_total, "alpha")
     C = np.atleast_2d(np.asarray(C, dtype=np.float64))
     C = np.broadcast_to(C, (boxes.size, net.n_outputs))[:, None, :]
-    lam = _times_W(C, net.affines[-1].W)
+    lam = times_W(C, net.affines[-1].W)
     coefficients = [None] * len(net.hidden)
     for k in range(len(net.hidden) - 1, -1, -1):
         coefficients[k] = lam[:, 0, :].copy()
@@ -295,7 +295,7 @@ def spec_coefficients(net: Network, bounds: Bounds, C: np.ndarray, phases=None, 
                                             None if phases is None else phases[k][boxes],
                                             None if alpha is None else alpha[k][boxes])
         lam = np.maximum(lam, 0.0) * lower_slope[:, None, :] + np.minimum(lam, 0.0) * slope[:, None, :]
-        lam = _times_W(lam, net.hidden[k].W)
+        lam = times_W(lam, net.hidden[k].W)
     return coefficients
 
 
@@ -382,16 +382,8 @@ def _back_substitute(net, relaxations, top, lam, const):
         const = const + np.einsum("bmn,bn->bm", neg, intercept)
         lam = pos * lower_slope[:, None, :] + neg * slope[:, None, :]
         const = const + lam @ affines[j].b
-        lam = _times_W(lam, affines[j].W)
+        lam = times_W(lam, affines[j].W)
     return lam, const
-
-
-def _times_W(lam, W):
-    """Return ``lam @ W`` for ``lam`` of shape ``(B, m, n_out)`` and ``W`` ``(n_out, n_in)``, dense or sparse."""
-    n_boxes, m, n = lam.shape
-    flat = lam.reshape(n_boxes * m, n)
-    out = np.asarray((W.T @ flat.T).T) if sp.issparse(W) else flat @ W
-    return out.reshape(n_boxes, m, W.shape[1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -525,7 +517,7 @@ def _spec_affine(net, C, n_boxes):
     """Return ``(W_spec (B, m, n_last), b_spec (B, m))``: ``C @ logits`` as an affine map of the last activations."""
     C = _batched_spec(net, C, n_boxes)
     last = net.affines[-1]
-    return _times_W(C, last.W), C @ last.b
+    return times_W(C, last.W), C @ last.b
 
 
 def _broadcast_boxes(lo, hi, phases=None, C=None, alpha=None):

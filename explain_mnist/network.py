@@ -184,6 +184,14 @@ class Network:
         return self.forward(X) @ self.spec_matrix(c).T
 
 
+def times_W(V: np.ndarray, W) -> np.ndarray:
+    """Return ``V @ W`` for ``V`` of shape ``(..., n_out)`` and a dense or sparse ``W`` ``(n_out, n_in)``."""
+    if sp.issparse(W):
+        flat = V.reshape(-1, V.shape[-1])
+        return np.asarray(W.T @ flat.T).T.reshape(V.shape[:-1] + (W.shape[1],))
+    return V @ W
+
+
 def normalise_layers(layers: list) -> list:
     """Return ``layers`` as an alternating ``Affine, ReLU, ..., Affine`` list.
 

@@ -35,7 +35,6 @@ from explain_mnist import attack, bab
 from explain_mnist.bounds import Bounds, compute_bounds
 from explain_mnist.network import Network
 
-VERDICTS = ("robust", "not_robust", "unknown")
 SEED_MEMORY = 32
 MIP_MARGIN = 1e-6  # the MIP's proof: no input with a margin <= -MIP_MARGIN (its feasibility tolerance)
 BAB_SHARE = 0.75  # of a time limit for branch-and-bound; the MIP gets the rest of it
@@ -116,7 +115,7 @@ class Verifier:
         outcome = bab.branch_and_bound(self.net, lo, hi, c, deadline=bab_deadline, node_limit=self.node_limit,
                                        root=root)
         outcome.lower_bound = max(outcome.lower_bound, root_lower)
-        stages["bab_seconds"] = outcome.seconds
+        stages.update(bab_seconds=outcome.seconds, bab_open_nodes=outcome.open_nodes, bab_lp_solves=outcome.lp_solves)
         if outcome.status == "not_robust" and is_counterexample(self.net, outcome.x, lo, hi, c):
             return self._found(outcome.x, "bab", start, outcome.nodes, stages)
         if outcome.status == "robust":
