@@ -3,6 +3,7 @@ import datetime
 import os
 import platform
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,10 +15,15 @@ HEADER = "# Benchmark results\n\nEach section is rewritten by the benchmark name
 
 
 def machine_line() -> str:
-    """Return one line naming the machine, the date and Python."""
+    """Return one line naming the machine, the date, Python and the code's commit."""
     cpu = platform.processor() or platform.machine()
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=RESULTS.parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
     return (f"Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-            f"{datetime.date.today().isoformat()}.")
+            f"{datetime.date.today().isoformat()}, commit {commit}.")
 
 
 def update_section(name: str, markdown: str) -> Path:
