@@ -26,6 +26,7 @@ multiplied by 10 up to `MAX_MARGIN`, and then reports status "error".
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import scipy.sparse as sp
@@ -185,8 +186,11 @@ class NetworkMIP:
         solver = self._instance(("counterexample", c), "counterexample", self._add_selector(c))
         margin_col = self.model.n_cols        # the first column the selector added
         failures = []
+        deadline = None if self.time_limit is None else time.perf_counter() + self.time_limit
         while True:
             solver.set_col_bounds([margin_col], margin, margin)
+            if deadline is not None:  # re-solves at larger margins share the one time limit
+                solver.time_limit = max(deadline - time.perf_counter(), 0.01)
             result = solver.solve(stop_at_first=True)
             if result.x is None:
                 if failures:
