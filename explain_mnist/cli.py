@@ -18,6 +18,7 @@ from explain_mnist.errors import UserError
 
 SOLVER_CHOICES = ("auto", "highs", "scip", "cplex")
 EXIT_USAGE = 2
+DEBUG_ENV = "EXPLAIN_MNIST_DEBUG"  # set to show the traceback of an internal error
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -127,7 +128,7 @@ def not_implemented(name: str, issue: str) -> None:
 
 
 def run(main) -> None:
-    """Call ``main()``; turn a UserError into ``error: ...`` + exit 2, and an interrupt into exit 130."""
+    """Call ``main()``; turn a UserError (or any other exception) into one ``error: ...`` line + exit 2, an interrupt into exit 130."""
     try:
         code = main()
     except UserError as exc:
@@ -136,4 +137,14 @@ def run(main) -> None:
     except KeyboardInterrupt:
         print("error: interrupted; results already written are complete", file=sys.stderr)
         sys.exit(130)
+    except MemoryError:
+        print("error: out of memory; use a smaller model or box, or a machine with more memory", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except Exception as exc:  # a bug of ours: still one line, with a way to get the traceback
+        if os.environ.get(DEBUG_ENV):
+            raise
+        detail = " ".join(str(exc).split())[:300]
+        print(f"error: internal error ({type(exc).__name__}: {detail}); please report it, and rerun with "
+              f"{DEBUG_ENV}=1 for the traceback", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     sys.exit(code or 0)

@@ -12,11 +12,13 @@ on every row iff the input keeps class ``c``):
 - ``max_gap(c, j)``: ``max -C_j @ logits`` over the box, i.e. ``logit_j - logit_c``
   for argmax nets (for sigmoid nets ``-logit`` if c == 1, ``+logit`` if c == 0).
 - ``counterexample(c, margin)``: a point of the box with ``C_i @ logits <= -margin``
-  for some row i, by one feasibility MIP with a binary selector ``s_i`` per row:
-  ``C_i L v + m + M_i s_i <= M_i - C_i o``, ``sum s = 1``, where ``L v + o`` are the
-  logits, ``m`` a column fixed to the margin and ``M_i`` an interval bound on
-  ``C_i @ logits + max margin`` over the box. Infeasible means that every input of
-  the box keeps class ``c`` with all margins above ``-margin``.
+  for some row i, by one feasibility MIP with logit columns ``t = L v + o`` (``L v + o``
+  are the logits of the encoding), a column ``m`` fixed to the margin and a binary
+  selector ``s_i`` per row: ``C_i t + m + M_i s_i <= M_i``, ``sum s = 1``, where
+  ``M_i`` is an interval bound on ``C_i t + max margin`` over the box. Infeasible
+  means that every input of the box keeps class ``c`` with all margins above
+  ``-margin``. Only the k selector rows depend on ``c``: another class rewrites
+  their coefficients in the loaded model, which is built once.
 
 Every point returned is re-checked by `Network.forward`: a counterexample the
 forward pass does not confirm (a solver tolerance times a big-M can move a
@@ -156,22 +158,49 @@ class NetworkMIP:
             result.message += f"; the forward pass gives {forward_gap:.6g} at the returned point"
         return result.objective, x, result
 
-    def _add_selector(self, c: int):
+    def _selector_block(self, c: int, t_lo: np.ndarray, t_hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(C, M)``: class c's spec rows over the logit columns and their big-M (interval bounds of ``t``)."""
         C = self.net.spec_matrix(c)
-        CL = sp.csr_matrix(C) @ self.model.logit_matrix
-        C_offset = C @ self.model.logit_offset
+        upper = np.maximum(C, 0.0) @ t_hi + np.minimum(C, 0.0) @ t_lo
+        return C, np.maximum(upper + MAX_MARGIN, 0.0) + 1.0
+
+    def _add_selector(self, c: int):
+        """Return the extension of the base model for counterexample queries, set up for class ``c``."""
+        L, o = self.model.logit_matrix, self.model.logit_offset
         lb, ub = self.model.lb, self.model.ub
-        upper = (CL.maximum(0) @ ub + CL.minimum(0) @ lb) + C_offset
-        big_m = np.maximum(upper + MAX_MARGIN, 0.0) + 1.0
-        k = C.shape[0]
+        t_lo = L.maximum(0) @ lb + L.minimum(0) @ ub + o
+        t_hi = L.maximum(0) @ ub + L.minimum(0) @ lb + o
+        C, big_m = self._selector_block(c, t_lo, t_hi)
+        k, n_out = C.shape
+        base = self.model.n_cols
+        self._selector = dict(t_cols=base + np.arange(n_out), margin_col=base + n_out,
+                              s_cols=base + n_out + 1 + np.arange(k), rows=self.model.n_rows + n_out + np.arange(k),
+                              t_lo=t_lo, t_hi=t_hi, c=c)
 
         def extend(model: MIPModel) -> None:
-            model.add_columns(DEFAULT_MARGIN, DEFAULT_MARGIN)           # the margin column, first after the base
-            select_cols = model.add_columns(np.zeros(k), np.ones(k), integer=True)
-            model.add_rows(sp.hstack([CL, np.ones((k, 1)), sp.diags(big_m)], format="csr"), -np.inf, big_m - C_offset)
-            model.add_rows(sp.csr_matrix((np.ones(k), (np.zeros(k, dtype=int), select_cols)), shape=(1, model.n_cols)),
-                           1.0, 1.0)
+            model.add_columns(t_lo, t_hi)                                # t = the logits
+            model.add_columns(DEFAULT_MARGIN, DEFAULT_MARGIN)            # the margin column
+            model.add_columns(np.zeros(k), np.ones(k), integer=True)     # the selectors s
+            model.add_rows(sp.hstack([-L, sp.identity(n_out), sp.csr_matrix((n_out, 1 + k))], format="csr"), o, o)
+            zeros = sp.csr_matrix((k, base))
+            model.add_rows(sp.hstack([zeros, sp.csr_matrix(C), np.ones((k, 1)), sp.diags(big_m)], format="csr"),
+                           -np.inf, big_m)
+            model.add_rows(sp.hstack([sp.csr_matrix((1, base + n_out + 1)), np.ones((1, k))], format="csr"), 1.0, 1.0)
         return extend
+
+    def _switch_class(self, solver, c: int) -> None:
+        """Rewrite the k selector rows of a loaded counterexample model for class ``c`` (a few coefficient changes)."""
+        sel = self._selector
+        if sel["c"] == c:
+            return
+        C, big_m = self._selector_block(c, sel["t_lo"], sel["t_hi"])
+        k, n_out = C.shape
+        rows = np.repeat(sel["rows"], n_out + 1)
+        cols = np.concatenate([np.append(sel["t_cols"], s) for s in sel["s_cols"]])
+        values = np.concatenate([np.append(C[i], big_m[i]) for i in range(k)])
+        solver.set_coefficients(rows, cols, values)
+        solver.set_row_bounds(sel["rows"], -np.inf, big_m)
+        sel["c"] = c
 
     def counterexample(self, c: int, margin: float = DEFAULT_MARGIN) -> tuple[np.ndarray | None, SolveResult]:
         """Return ``(an input of the box not classified c, SolveResult)``, or ``(None, result)``.
@@ -183,8 +212,12 @@ class NetworkMIP:
         """
         if not 0 < margin <= MAX_MARGIN:
             raise ValueError(f"margin must be in (0, {MAX_MARGIN}]")
-        solver = self._instance(("counterexample", c), "counterexample", self._add_selector(c))
-        margin_col = self.model.n_cols        # the first column the selector added
+        if "counterexample" in self._instances:
+            solver = self._instance("counterexample", "counterexample")
+            self._switch_class(solver, c)
+        else:
+            solver = self._instance("counterexample", "counterexample", self._add_selector(c))
+        margin_col = self._selector["margin_col"]
         failures = []
         deadline = None if self.time_limit is None else time.perf_counter() + self.time_limit
         while True:

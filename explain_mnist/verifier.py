@@ -12,13 +12,20 @@ Answers (`Verdict.verdict`):
 - ``unknown``: a time or node limit was hit; ``lower_bound`` is the best proven
   lower bound of the smallest margin.
 
-Order of work, cheapest first: (1) CROWN bounds of the margins over the box
-(``method="bounds"``); (2) an attack seeded with earlier counterexamples and the
-minimiser of CROWN's linear lower bound (``"attack"``); (3) branch-and-bound over
-ReLU phases (``"bab"``, see `bab.py`); (4) the MIP of "Exact core" on the box for
-what branch-and-bound left open (``"mip"``), with the last quarter of a time limit
-(`BAB_SHARE`) or, without one, once the node budget is spent. Margins within `TIE_TOLERANCE` of 0 at
-a point are not trusted as counterexamples: a point counts only if the forward
+Order of work, cheapest first:
+
+1. CROWN bounds of the margins over the box (``method="bounds"``);
+2. an attack seeded with earlier counterexamples and the minimiser of CROWN's
+   linear lower bound (``"attack"``);
+3. branch-and-bound over ReLU phases (``"bab"``, see `bab.py`); if it is still
+   open after `ROOT_LP_AFTER_NODES` nodes, the root bounds are LP-tightened
+   (`bounds.lp_tighten`) and it restarts from them (every node inherits them, and
+   so does the node LP's big-M);
+4. the MIP of "Exact core" for what branch-and-bound left open (``"mip"``), with
+   the last quarter of a time limit (`BAB_SHARE`) or, without one, once the node
+   budget is spent.
+
+A point counts as a counterexample only if it lies in the box and the forward
 pass puts it in another class. Bounds and branch-and-bound prove a margin > 0
 (a bound counts above `bab.PROOF_TOLERANCE`, 1e-9; LP bounds are certified from
 their duals); a MIP proof holds up to the solver's feasibility tolerance: no input
@@ -32,12 +39,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from explain_mnist import attack, bab
-from explain_mnist.bounds import Bounds, compute_bounds
+from explain_mnist.bounds import Bounds, compute_bounds, lp_tighten
 from explain_mnist.network import Network
 
 SEED_MEMORY = 32
 MIP_MARGIN = 1e-6  # the MIP's proof: no input with a margin <= -MIP_MARGIN (its feasibility tolerance)
 BAB_SHARE = 0.75  # of a time limit for branch-and-bound; the MIP gets the rest of it
+ROOT_LP_AFTER_NODES = 200   # branch-and-bound still open after this many nodes: LP-tighten the root, restart
+ROOT_LP_SHARE = 0.25        # of the remaining time that LP tightening may take
+ROOT_LP_MAX_SECONDS = 30.0  # its budget when there is no time limit
 
 
 @dataclass
@@ -64,7 +74,8 @@ class Verifier:
     """Answers many verification queries on one network, remembering recent counterexamples as attack seeds."""
 
     def __init__(self, net: Network, time_limit: float | None = None, node_limit: int = 200_000,
-                 solver: str = "auto", threads: int = 1, mip_fallback: bool = True, bound_method: str = "crown"):
+                 solver: str = "auto", threads: int = 1, mip_fallback: bool = True, bound_method: str = "crown",
+                 root_lp_after: int | None = ROOT_LP_AFTER_NODES):
         self.net = net
         self.time_limit = time_limit
         self.node_limit = node_limit
@@ -72,6 +83,7 @@ class Verifier:
         self.threads = threads
         self.mip_fallback = mip_fallback
         self.bound_method = bound_method
+        self.root_lp_after = root_lp_after
         self.seeds: list[np.ndarray] = []
 
     def _remember(self, x: np.ndarray) -> None:
@@ -112,8 +124,20 @@ class Verifier:
         bab_deadline = deadline
         if self.mip_fallback and limit is not None:
             bab_deadline = start + BAB_SHARE * limit
-        outcome = bab.branch_and_bound(self.net, lo, hi, c, deadline=bab_deadline, node_limit=self.node_limit,
+        first_budget = self.node_limit if self.root_lp_after is None else min(self.root_lp_after, self.node_limit)
+        outcome = bab.branch_and_bound(self.net, lo, hi, c, deadline=bab_deadline, node_limit=first_budget,
                                        root=root)
+        if outcome.status == "unknown" and first_budget < self.node_limit and \
+                (bab_deadline is None or time.perf_counter() < bab_deadline):
+            budget = ROOT_LP_MAX_SECONDS if bab_deadline is None else \
+                ROOT_LP_SHARE * (bab_deadline - time.perf_counter())
+            root = lp_tighten(self.net, lo, hi, bounds=root, C=C, time_budget=budget)
+            root_lower = max(root_lower, float(root.spec_lower.min()))
+            stages["root_lp_seconds"] = root.seconds
+            first_nodes = outcome.nodes
+            outcome = bab.branch_and_bound(self.net, lo, hi, c, deadline=bab_deadline,
+                                           node_limit=self.node_limit - first_nodes, root=root)
+            outcome.nodes += first_nodes
         outcome.lower_bound = max(outcome.lower_bound, root_lower)
         stages.update(bab_seconds=outcome.seconds, bab_open_nodes=outcome.open_nodes, bab_lp_solves=outcome.lp_solves)
         if outcome.status == "not_robust" and is_counterexample(self.net, outcome.x, lo, hi, c):

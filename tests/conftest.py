@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="keras_home_"))
+os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="keras_home_")  # never the user's ~/.keras
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.pop("MNIST_PATH", None)
 REPO = Path(__file__).resolve().parent.parent

@@ -167,3 +167,14 @@ def test_mip_fallback_decides_near_the_boundary(seed, side):
     verifier = Verifier(shifted, node_limit=1, mip_fallback=True, solver="highs")
     verdict = verifier.verify(lo, hi, c)
     check_verdict(shifted, lo, hi, c, side, verdict)
+
+
+@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("side", [1e-3, -1e-3])
+def test_restart_from_lp_tightened_root_decides_near_the_boundary(seed, side):
+    net, lo, hi, c = random_case(4000 + seed)
+    shifted = shift_to_margin(net, c, side - brute_min_margin(net, lo, hi, c))
+    if shifted.predict((lo + hi) / 2) != c:
+        pytest.skip("the shift changed the centre's class")
+    verdict = Verifier(shifted, mip_fallback=False, root_lp_after=1).verify(lo, hi, c)
+    check_verdict(shifted, lo, hi, c, side, verdict)

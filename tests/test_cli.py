@@ -65,3 +65,20 @@ def test_jsonable_converts_numpy_and_dataclasses():
 
     out = results.to_jsonable(R(np.arange(3), np.float32(1.5), float("inf")))
     assert json.loads(json.dumps(out)) == {"x": [0, 1, 2], "v": 1.5, "inf": "inf"}
+
+
+def test_run_turns_an_unexpected_exception_into_one_line(capsys, monkeypatch):
+    from explain_mnist import cli
+
+    def broken():
+        raise RuntimeError("something\nbroke")
+
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(broken)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: internal error (RuntimeError: something broke)") and err.count("\n") == 1
+    monkeypatch.setenv(cli.DEBUG_ENV, "1")
+    with pytest.raises(RuntimeError):
+        cli.run(broken)

@@ -1,4 +1,5 @@
 """NetworkMIP's answers equal brute force over all ReLU activation patterns of tiny networks."""
+import functools
 import itertools
 
 import numpy as np
@@ -160,3 +161,54 @@ def test_point_box_on_shipped_models(solver, shipped_nets, test_set):
             np.testing.assert_array_equal(point, x)
         found, result = mip.counterexample(c)
         assert found is None and result.status == "infeasible"
+
+
+@pytest.mark.parametrize("net_name", ["twoclass", "multiclass", "cnn_simple"])
+def test_backends_agree_on_shipped_models(net_name, shipped_nets, test_set):
+    """Every installed backend finds the same max gap on a shipped model with 90% of the pixels fixed."""
+    if len(INSTALLED) < 2:
+        pytest.skip("needs two solvers")
+    net = shipped_nets[net_name]
+    image = test_set.x[3].astype(np.float64)
+    free = np.random.default_rng(7).random(784) < 0.10
+    lo, hi = np.where(free, 0.0, image), np.where(free, 1.0, image)
+    c = net.predict(image)
+    j = net.spec_classes(c)[0]
+    values = {}
+    for solver in INSTALLED:
+        value, x, result = NetworkMIP(net, lo, hi, solver=solver, time_limit=120).max_gap(c, j)
+        assert result.status == "optimal", (solver, result.message)
+        assert -net.spec_matrix(c)[0] @ net.forward(x) == pytest.approx(value, abs=1e-5)
+        values[solver] = value
+    reference = values[INSTALLED[0]]
+    for solver, value in values.items():
+        assert value == pytest.approx(reference, abs=1e-5 * (1 + abs(reference))), values
+
+
+@functools.lru_cache(maxsize=None)
+def class_maxima(seed, decision):
+    """Brute force, per class c, of the largest competitor margin over the test box (shared by the backends)."""
+    net = tiny_net(seed, decision)
+    lo, hi = random_box(seed, net.n_inputs)
+    classes = range(2 if decision == "sigmoid" else net.n_outputs)
+    return {c: max(brute_force_max(net, lo, hi, -row) for row in net.spec_matrix(c)) for c in classes}
+
+
+@pytest.mark.parametrize("solver", INSTALLED)
+@pytest.mark.parametrize("seed,decision", CASES)
+def test_one_model_answers_counterexamples_for_every_class(solver, seed, decision):
+    """Switching the class rewrites the selector rows of the one loaded model; each answer matches brute force."""
+    net = tiny_net(seed, decision)
+    lo, hi = random_box(seed, net.n_inputs)
+    mip = NetworkMIP(net, lo, hi, solver=solver)
+    classes = list(range(2 if decision == "sigmoid" else net.n_outputs))
+    brute = class_maxima(seed, decision)
+    for c in classes + classes[::-1]:
+        best = brute[c]
+        x, result = mip.counterexample(c)
+        if best >= DEFAULT_MARGIN + 1e-6:
+            assert x is not None, (c, result.message)
+            assert net.predict(x) != c and np.all(x >= lo) and np.all(x <= hi)
+        elif best < 0:
+            assert x is None and result.status == "infeasible", (c, result.status)
+    assert list(mip._instances) == ["counterexample"]

@@ -250,6 +250,7 @@ def market_split(seed, n=40, m=4):
 def test_tiny_time_limit_gives_a_status(name):
     model = market_split(0)
     result = make_solver(name, model, time_limit=0.01).solve()
-    assert result.status in ("time_limit", "optimal", "infeasible")
+    # 40 binaries, 4 equality knapsacks: no solver closes this in 10 ms, so the limit must be what stopped it
+    assert result.status == "time_limit", (result.status, result.message)
     if result.x is not None:
         assert model.violation(result.x) < 1e-6

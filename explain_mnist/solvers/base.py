@@ -1,7 +1,8 @@
 """The interface every MIP backend implements, and its result type.
 
 A backend loads a `MIPModel` once, in bulk, and then re-solves it after
-changes of column bounds or of the objective, without rebuilding. Every
+changes of column bounds, row bounds, matrix entries or the objective, without
+rebuilding. Every
 solution a backend reports is re-checked against the model (bounds, rows,
 integrality) before it is returned: a point that the solver claims but that
 does not satisfy the model (e.g. a stale stored solution) is dropped.
@@ -56,8 +57,18 @@ def relative_gap(objective, bound) -> float | None:
     return abs(objective - bound) / max(abs(objective), 1e-10)
 
 
+def _index_bounds(idx, lower, upper, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``idx`` as int64 and ``lower``, ``upper`` broadcast to it; refuse a lower bound above its upper."""
+    idx = np.atleast_1d(np.asarray(idx, dtype=np.int64))
+    lower = np.broadcast_to(np.asarray(lower, dtype=np.float64), idx.shape).copy()
+    upper = np.broadcast_to(np.asarray(upper, dtype=np.float64), idx.shape).copy()
+    if np.any(lower > upper):
+        raise ValueError(f"a {what} lower bound exceeds its upper bound")
+    return idx, lower, upper
+
+
 class MIPSolver:
-    """A loaded model that can be re-solved after bound or objective changes (one subclass per solver)."""
+    """A loaded model that can be re-solved after bound, coefficient or objective changes (one subclass per solver)."""
 
     name = "base"
 
@@ -85,21 +96,44 @@ class MIPSolver:
     def _set_objective(self, c: np.ndarray, q: np.ndarray | None, sense: str, constant: float) -> None:
         raise NotImplementedError
 
+    def _set_coefficients(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _set_row_bounds(self, idx: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
+        raise NotImplementedError
+
     def _solve(self, cutoff: float | None, stop_at_first: bool) -> SolveResult:
         raise NotImplementedError
 
     # -- the interface ----------------------------------------------------------------
     def set_col_bounds(self, idx, lb, ub) -> None:
         """Set the bounds of the columns ``idx`` (arguments broadcast)."""
-        idx = np.atleast_1d(np.asarray(idx, dtype=np.int64))
-        lb = np.broadcast_to(np.asarray(lb, dtype=np.float64), idx.shape).copy()
-        ub = np.broadcast_to(np.asarray(ub, dtype=np.float64), idx.shape).copy()
-        if np.any(lb > ub):
-            raise ValueError("a column lower bound exceeds its upper bound")
+        idx, lb, ub = _index_bounds(idx, lb, ub, "column")
         self.model.lb[idx] = lb
         self.model.ub[idx] = ub
         if idx.size:
             self._set_col_bounds(idx, lb, ub)
+
+    def set_coefficients(self, rows, cols, values) -> None:
+        """Set the matrix entries ``A[rows[i], cols[i]] = values[i]`` (0 removes an entry)."""
+        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        cols = np.atleast_1d(np.asarray(cols, dtype=np.int64))
+        values = np.broadcast_to(np.asarray(values, dtype=np.float64), rows.shape).copy()
+        if rows.shape != cols.shape:
+            raise ValueError("rows and cols must have the same length")
+        A = self.model.A.tolil()
+        A[rows, cols] = values
+        self.model.A = A.tocsr()
+        if rows.size:
+            self._set_coefficients(rows, cols, values)
+
+    def set_row_bounds(self, idx, lower, upper) -> None:
+        """Set the bounds ``lower <= A v <= upper`` of the rows ``idx`` (arguments broadcast)."""
+        idx, lower, upper = _index_bounds(idx, lower, upper, "row")
+        self.model.row_lower[idx] = lower
+        self.model.row_upper[idx] = upper
+        if idx.size:
+            self._set_row_bounds(idx, lower, upper)
 
     def set_objective(self, c, q=None, sense: str = "min", constant: float = 0.0) -> None:
         """Set the objective ``sense  c v + sum(q v^2) + constant`` (``q`` diagonal, None = linear)."""

@@ -59,6 +59,13 @@ def fits_cplex(n_cols: int, n_rows: int) -> bool:
     return (n_cols <= COMMUNITY_LIMIT and n_rows <= COMMUNITY_LIMIT) or not is_community_edition()
 
 
+def _cplex_rows(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return CPLEX's (senses, rhs, ranges) of the rows ``lower <= A v <= upper``."""
+    senses = np.where(lower == upper, "E", np.where(np.isneginf(lower), "L", np.where(np.isposinf(upper), "G", "R")))
+    rhs = np.where(np.isneginf(lower), upper, lower)
+    return senses, rhs, np.where(senses == "R", upper - lower, 0.0)
+
+
 def _cplex_bounds(values: np.ndarray) -> list:
     import cplex
     return np.clip(values, -cplex.infinity, cplex.infinity).tolist()
@@ -87,10 +94,7 @@ class CplexSolver(MIPSolver):
         p.variables.add(**kwargs)
         A = m.A.tocsr()
         lower, upper = m.row_lower, m.row_upper
-        equal = lower == upper
-        senses = np.where(equal, "E", np.where(np.isneginf(lower), "L", np.where(np.isposinf(upper), "G", "R")))
-        rhs = np.where(np.isneginf(lower), upper, lower)
-        ranges = np.where(senses == "R", upper - lower, 0.0)
+        senses, rhs, ranges = _cplex_rows(lower, upper)
         indices = np.split(A.indices, A.indptr[1:-1])
         values = np.split(A.data, A.indptr[1:-1])
         if A.shape[0]:
@@ -107,6 +111,16 @@ class CplexSolver(MIPSolver):
         self._p.variables.set_upper_bounds(list(zip(idx, [self._cplex.infinity] * len(idx))))
         self._p.variables.set_lower_bounds(list(zip(idx, _cplex_bounds(lb))))
         self._p.variables.set_upper_bounds(list(zip(idx, _cplex_bounds(ub))))
+
+    def _set_coefficients(self, rows, cols, values) -> None:
+        self._p.linear_constraints.set_coefficients(list(zip(rows.tolist(), cols.tolist(), values.tolist())))
+
+    def _set_row_bounds(self, idx, lower, upper) -> None:
+        senses, rhs, ranges = _cplex_rows(lower, upper)
+        rows = idx.tolist()
+        self._p.linear_constraints.set_senses(list(zip(rows, senses.tolist())))
+        self._p.linear_constraints.set_rhs(list(zip(rows, rhs.tolist())))
+        self._p.linear_constraints.set_range_values(list(zip(rows, ranges.tolist())))
 
     def _set_objective(self, c, q, sense, constant) -> None:
         p = self._p

@@ -84,6 +84,13 @@ class HighsSolver(MIPSolver):
     def _set_col_bounds(self, idx, lb, ub) -> None:
         self._check(self._h.changeColsBounds(idx.size, idx.astype(np.int32), lb, ub), "changeColsBounds")
 
+    def _set_coefficients(self, rows, cols, values) -> None:
+        for r, c, v in zip(rows.tolist(), cols.tolist(), values.tolist()):
+            self._check(self._h.changeCoeff(r, c, v), "changeCoeff")
+
+    def _set_row_bounds(self, idx, lower, upper) -> None:
+        self._check(self._h.changeRowsBounds(idx.size, idx.astype(np.int32), lower, upper), "changeRowsBounds")
+
     def _set_objective(self, c, q, sense, constant) -> None:
         hs, h = self._hs, self._h
         if q is not None and self._has_integers:

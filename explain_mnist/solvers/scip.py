@@ -44,7 +44,7 @@ class ScipSolver(MIPSolver):
         self._vars = s.addMatrixVar((m.n_cols,), vtype=vtype, lb=_finite(m.lb), ub=_finite(m.ub), obj=0.0)
         A = m.A.tocsr()
         lower, upper = m.row_lower, m.row_upper
-        conss = []
+        conss, rows = [], []
         for i in range(A.shape[0]):
             start, end = A.indptr[i], A.indptr[i + 1]
             if start == end:
@@ -54,8 +54,8 @@ class ScipSolver(MIPSolver):
             expr = self._vars[A.indices[start:end]] @ A.data[start:end]
             conss.append(pyscipopt.ExprCons(expr, lhs=None if np.isneginf(lower[i]) else float(lower[i]),
                                             rhs=None if np.isposinf(upper[i]) else float(upper[i])))
-        if conss:
-            s.addConss(conss)
+            rows.append(i)
+        self._row_cons = dict(zip(rows, s.addConss(conss))) if conss else {}
         self._quad_var = None
         self._quad_cons = None
         self._constant = 0.0
@@ -71,6 +71,23 @@ class ScipSolver(MIPSolver):
             s.chgVarUb(variables[i], _SCIP_INFINITY)
             s.chgVarLb(variables[i], low)
             s.chgVarUb(variables[i], up)
+
+    def _row(self, i: int):
+        if i not in self._row_cons:
+            raise ValueError(f"row {i} was loaded without coefficients; SCIP cannot edit it")
+        return self._row_cons[i]
+
+    def _set_coefficients(self, rows, cols, values) -> None:
+        self._editable()
+        for r, c, v in zip(rows.tolist(), cols.tolist(), values.tolist()):
+            self._m.chgCoefLinear(self._row(r), self._vars[c], v)
+
+    def _set_row_bounds(self, idx, lower, upper) -> None:
+        self._editable()
+        for i, low, up in zip(idx.tolist(), lower.tolist(), upper.tolist()):
+            cons = self._row(i)
+            self._m.chgLhs(cons, None if np.isneginf(low) else low)
+            self._m.chgRhs(cons, None if np.isposinf(up) else up)
 
     def _set_objective(self, c, q, sense, constant) -> None:
         self._editable()
