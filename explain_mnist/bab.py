@@ -202,6 +202,12 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
         worst = np.argmin(lower[idx], axis=1)
         lam = spec_coefficients(net, bounds, C[worst], phases, boxes=idx)
         for pos, i in enumerate(idx):
+            if deadline is not None and time.perf_counter() > deadline:
+                for rest in idx[pos:]:   # back on the heap unsplit, so the open bound stays valid
+                    node = taken[rest]
+                    heapq.heappush(heap, _Node(float(lower[rest][open_rows[rest]].min()), next(counter), node.phases,
+                                               open_rows[rest], node.lower, node.upper, lower[rest]))
+                return outcome("unknown")
             node_lower = [l[i] for l in bounds.lower]
             node_upper = [u[i] for u in bounds.upper]
             node_phases = [p[i] for p in phases]

@@ -49,8 +49,8 @@ respects the fixed phases), from cheapest to tightest:
     an active neuron ``a = W a' + b``; an inactive one ``a = 0`` and ``W a' + b <= u``;
     an unstable one ``a >= W a' + b`` and ``a <= s (W a' + b - l)``; with fixed phases in
     layer k itself, also their sign constraints on ``z_k``. Each still unstable neuron
-    of layer k gets ``min`` and ``max`` of ``z_k`` over this polytope (HiGHS through
-    `scipy.optimize.linprog`; the constraint matrix is built once per layer), and
+    of layer k gets ``min`` and ``max`` of ``z_k`` over this polytope (one HiGHS LP per
+    layer, loaded once and re-solved warm per objective), and
     ``C z_L`` is minimised over the relaxation of all hidden layers. The bound kept is
     not the solver's objective but the weak-duality bound rebuilt from its dual
     values ``y`` (``y >= 0`` on inequalities): for ``min g.v + g0`` s.t. ``A_ub v <= b_ub``,
@@ -68,7 +68,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import linprog
 
 from explain_mnist.network import Network, times_W
 
@@ -229,22 +228,28 @@ def lp_tighten(net: Network, lo: np.ndarray, hi: np.ndarray, bounds: Bounds | No
     upper = [u.copy() for u in bounds.upper]
     infeasible = bounds.infeasible.copy() if bounds.infeasible is not None else np.zeros(1, dtype=bool)
     todo = set(range(len(net.hidden)) if layers is None else layers)
+    tightened = False
     for k, affine in enumerate(net.hidden):
         if infeasible[0]:
             break
-        if k > 0:
-            li, ui = affine_interval(affine.W, affine.b, np.maximum(lower[k - 1], 0), np.maximum(upper[k - 1], 0))
-            lower[k], upper[k] = np.maximum(lower[k], li), np.minimum(upper[k], ui)
+        if k > 0 and tightened:
+            # CROWN again over the tightened layers below: far fewer unstable neurons left for LPs in deep nets
+            refreshed = crown_bounds(net, lo, hi, phases=phases, prior=(lower, upper))
+            lower = [l.copy() for l in refreshed.lower]
+            upper = [u.copy() for u in refreshed.upper]
+            infeasible |= refreshed.infeasible
+            tightened = False
         fixed = np.zeros(affine.n_out, dtype=np.int8) if phases is None else phases[k][0]
         unstable = np.flatnonzero((lower[k][0] < 0) & (upper[k][0] > 0))
         if k in todo and unstable.size and (k > 0 or fixed.any()) and time.perf_counter() < deadline:
             lp = _TriangleLP(net, lo[0], hi[0], lower, upper, k, fixed)
+            tightened = True
             W_rows = _dense_rows(affine.W, unstable)
             for row, i in enumerate(unstable):
                 if time.perf_counter() >= deadline:
                     break
                 low = lp.lower_bound(W_rows[row], affine.b[i])
-                high = lp.lower_bound(-W_rows[row], -affine.b[i])
+                high = lp.lower_bound(-W_rows[row], -affine.b[i], slot=1)
                 if low is not None:
                     lower[k][0, i] = max(lower[k][0, i], low[0])
                 if high is not None:
@@ -442,6 +447,7 @@ class _TriangleLP:
         self.var_bounds = np.column_stack([self.var_lo, self.var_hi])
         self.top = slice(int(self.offsets[depth]), int(self.offsets[depth + 1]))
         self.n_vars = n_vars
+        self._solvers = {}
 
     def _rows(self, prev, W_rows, layer=None, idx=None, sign=1.0):
         """Return rows ``W_rows . a_prev (+ sign * e_idx . a_layer)`` over all variables (``prev = -1``: x)."""
@@ -454,23 +460,45 @@ class _TriangleLP:
         return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                              shape=(W_rows.shape[0], int(self.offsets[-1])))
 
-    def lower_bound(self, g_top, g0):
+    def _loaded(self, slot: int):
+        """Return the LP loaded into HiGHS once per slot; objectives change, each slot keeps its warm basis.
+
+        Callers alternating minimisation and maximisation use one slot for each: flipping the
+        objective's sign in one model made every re-solve 5-15x slower (measured).
+        """
+        if slot not in self._solvers:
+            from explain_mnist.encoding import MIPModel
+            from explain_mnist.solvers import make_solver
+            A = sp.vstack([self.A_ub, self.A_eq], format="csr")
+            row_lower = np.concatenate([np.full(self.b_ub.size, -np.inf), self.b_eq])
+            row_upper = np.concatenate([self.b_ub, self.b_eq])
+            model = MIPModel(lb=self.var_lo, ub=self.var_hi, integrality=np.zeros(self.n_vars, dtype=bool), A=A,
+                             row_lower=row_lower, row_upper=row_upper, c=np.zeros(self.n_vars))
+            self._solvers[slot] = make_solver("highs", model)
+        return self._solvers[slot]
+
+    def lower_bound(self, g_top, g0, slot: int = 0):
         """Return ``(bound, A_x, c)``: a lower bound of ``g_top . a_{depth-1} + g0`` from the LP's duals, or None."""
         g = np.zeros(self.n_vars)
         g[self.top] = g_top
-        res = linprog(g, A_ub=self.A_ub if self.b_ub.size else None, b_ub=self.b_ub if self.b_ub.size else None,
-                      A_eq=self.A_eq if self.b_eq.size else None, b_eq=self.b_eq if self.b_eq.size else None,
-                      bounds=self.var_bounds, method="highs")
-        if res.status != 0:
+        solver = self._loaded(slot)
+        solver.set_objective(g)
+        res = solver.solve()
+        if res.status != "optimal" or res.row_duals is None:
             return None
-        y_ub = np.maximum(-res.ineqlin.marginals, 0.0) if self.b_ub.size else np.zeros(0)
-        y_eq = -res.eqlin.marginals if self.b_eq.size else np.zeros(0)
-        reduced = g + self.A_ub.T @ y_ub + self.A_eq.T @ y_eq
-        const = g0 - y_ub @ self.b_ub - y_eq @ self.b_eq
+        model = solver.model
+        y = res.row_duals   # HiGHS: reduced costs g - A'y; y <= 0 on rows at their upper bound
+        y = np.where(np.isneginf(model.row_lower), np.minimum(y, 0.0), y)
+        y = np.where(np.isposinf(model.row_upper), np.maximum(y, 0.0), y)
+        reduced = g - model.A.T @ y
+        with np.errstate(invalid="ignore"):  # inf * 0 in the branch np.where discards
+            const = g0 + float(np.where(y > 0, y * model.row_lower, np.where(y < 0, y * model.row_upper, 0.0)).sum())
         hidden = reduced[self.n_in:]
         const += np.minimum(hidden * self.var_lo[self.n_in:], hidden * self.var_hi[self.n_in:]).sum()
         A_x = reduced[:self.n_in]
         bound = const + np.minimum(A_x * self.var_lo[:self.n_in], A_x * self.var_hi[:self.n_in]).sum()
+        if not np.isfinite(bound):
+            return None
         return bound, A_x, const
 
 
@@ -495,7 +523,7 @@ def _lp_spec(net, lo, hi, lower, upper, phases, C, old, deadline, infeasible) ->
         low = lp.lower_bound(W_spec[0, r], b_spec[0, r])
         if low is not None and low[0] > spec["spec_lower"][0, r]:
             spec["spec_lower"][0, r], spec["spec_lower_A"][0, r], spec["spec_lower_c"][0, r] = low
-        high = lp.lower_bound(-W_spec[0, r], -b_spec[0, r])
+        high = lp.lower_bound(-W_spec[0, r], -b_spec[0, r], slot=1)
         if high is not None:
             spec["spec_upper"][0, r] = min(spec["spec_upper"][0, r], -high[0])
     return spec

@@ -18,7 +18,8 @@ Order of work, cheapest first:
 2. an attack seeded with earlier counterexamples and the minimiser of CROWN's
    linear lower bound (``"attack"``);
 3. branch-and-bound over ReLU phases (``"bab"``, see `bab.py`); if it is still
-   open after `ROOT_LP_AFTER_NODES` nodes, the root bounds are LP-tightened
+   open after `ROOT_LP_AFTER_NODES` nodes (or `ROOT_LP_AFTER_SECONDS`, at most
+   `ROOT_LP_AFTER_SHARE` of a time limit), the root bounds are LP-tightened
    (`bounds.lp_tighten`) and it restarts from them (every node inherits them, and
    so does the node LP's big-M);
 4. the MIP of "Exact core" for what branch-and-bound left open (``"mip"``), with
@@ -46,6 +47,8 @@ SEED_MEMORY = 32
 MIP_MARGIN = 1e-6  # the MIP's proof: no input with a margin <= -MIP_MARGIN (its feasibility tolerance)
 BAB_SHARE = 0.75  # of a time limit for branch-and-bound; the MIP gets the rest of it
 ROOT_LP_AFTER_NODES = 200   # branch-and-bound still open after this many nodes: LP-tighten the root, restart
+ROOT_LP_AFTER_SECONDS = 10.0  # ... or after this long (deep nets: each node LP over loose CROWN bounds is slow)
+ROOT_LP_AFTER_SHARE = 0.1     # ... or after this share of a time limit
 ROOT_LP_SHARE = 0.25        # of the remaining time that LP tightening may take
 ROOT_LP_MAX_SECONDS = 30.0  # its budget when there is no time limit
 
@@ -125,9 +128,14 @@ class Verifier:
         if self.mip_fallback and limit is not None:
             bab_deadline = start + BAB_SHARE * limit
         first_budget = self.node_limit if self.root_lp_after is None else min(self.root_lp_after, self.node_limit)
-        outcome = bab.branch_and_bound(self.net, lo, hi, c, deadline=bab_deadline, node_limit=first_budget,
+        first_deadline = bab_deadline
+        if self.root_lp_after is not None:
+            patience = ROOT_LP_AFTER_SECONDS if limit is None else min(ROOT_LP_AFTER_SECONDS, ROOT_LP_AFTER_SHARE * limit)
+            first_deadline = time.perf_counter() + patience if bab_deadline is None else \
+                min(bab_deadline, time.perf_counter() + patience)
+        outcome = bab.branch_and_bound(self.net, lo, hi, c, deadline=first_deadline, node_limit=first_budget,
                                        root=root)
-        if outcome.status == "unknown" and first_budget < self.node_limit and \
+        if self.root_lp_after is not None and outcome.status == "unknown" and outcome.nodes < self.node_limit and \
                 (bab_deadline is None or time.perf_counter() < bab_deadline):
             budget = ROOT_LP_MAX_SECONDS if bab_deadline is None else \
                 ROOT_LP_SHARE * (bab_deadline - time.perf_counter())
