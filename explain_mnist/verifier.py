@@ -49,7 +49,7 @@ BAB_SHARE = 0.75  # of a time limit for branch-and-bound; the MIP gets the rest 
 ROOT_LP_AFTER_NODES = 200   # branch-and-bound still open after this many nodes: LP-tighten the root, restart
 ROOT_LP_AFTER_SECONDS = 10.0  # ... or after this long (deep nets: each node LP over loose CROWN bounds is slow)
 ROOT_LP_AFTER_SHARE = 0.1     # ... or after this share of a time limit
-ROOT_LP_SHARE = 0.25        # of the remaining time that LP tightening may take
+ROOT_LP_SHARE = 0.5         # of the remaining time that LP tightening may take
 ROOT_LP_MAX_SECONDS = 30.0  # its budget when there is no time limit
 
 
