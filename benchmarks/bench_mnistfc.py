@@ -34,6 +34,7 @@ def main():
     p.add_argument("--out", default=None, help="JSON of the rows (default benchmarks/<section>.json)")
     p.add_argument("--resume", action="store_true", help="keep the rows already in the JSON file, run the rest")
     args = p.parse_args()
+    args.machine = machine_line()   # the code measured is the code at the start of the run
     default_nets = args.nets == "256x2,256x4,256x6"
     args.section = "mnistfc" if default_nets else "mnistfc_" + args.nets.replace(",", "_")
     args.out = args.out or str(REPO / "benchmarks" / f"{args.section}.json")
@@ -70,7 +71,7 @@ def main():
 def report(rows, args):
     rows = sorted(rows, key=lambda r: (r["network"], r["property"].split("_")[2], int(r["property"].split("_")[1])))
     decided = [r for r in rows if r["ours"] != "unknown"]
-    lines = [f"## VNN-COMP 2021 mnistfc ({len(rows)} instances)", "", machine_line(),
+    lines = [f"## VNN-COMP 2021 mnistfc ({len(rows)} instances)", "", args.machine,
              "Command: `OMP_NUM_THREADS=1 python benchmarks/bench_mnistfc.py" + (f" --limit {args.limit:g}" if args.limit else "")
              + (f" --nets {args.nets}" if args.nets != "256x2,256x4,256x6" else "") + "`, 1 thread.", "",
              f"Decided {len(decided)} of {len(rows)}; contradictions with the consensus: "

@@ -18,7 +18,7 @@ def machine_line() -> str:
     """Return one line naming the machine, the date, Python and the code's commit."""
     cpu = platform.processor() or platform.machine()
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], capture_output=True, text=True,
                                 cwd=RESULTS.parent, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"

@@ -78,8 +78,11 @@ class NodeLP:
     its binaries relaxed to [0, 1] is the triangle relaxation of every unstable
     neuron. A node's phases are bound changes on the relaxed binaries: ``d = 1``
     forces ``y = z >= 0`` and ``d = 0`` forces ``y = 0 >= z``, so the split
-    constraints hold exactly (what beta-CROWN's multipliers approximate), and a
-    node's own upper bounds tighten the ``y`` columns. With every neuron fixed or
+    constraints hold exactly (what beta-CROWN's multipliers approximate). A node's
+    own bounds ``l' <= z <= u'`` (valid on its region, tighter than the root's)
+    replace the root's in the ``y`` column bound and in the two chord rows
+    ``y <= z - l' (1 - d)`` and ``y <= u' d`` (coefficient changes), so every
+    unstable neuron's triangle is the node's own. With every neuron fixed or
     stable the LP is the exact minimum over the node's region (a linear piece).
     """
 
@@ -92,19 +95,52 @@ class NodeLP:
         self.model = model
         self.solver = make_solver("highs", model)
         self.columns = [(layer.unstable, layer.d_cols, layer.y_cols) for layer in model.layers]
+        # per layer: the chord rows of its unstable neurons (encoding order: y >= z; y <= z - l(1-d); y <= u d),
+        # the offset p of z = P v + p in them, and the l, u the loaded rows hold now
+        self.chords, first = [], 0
+        for layer in model.layers:
+            n_u = layer.unstable.size
+            self.chords.append(dict(row_l=first + n_u + np.arange(n_u), row_u=first + 2 * n_u + np.arange(n_u),
+                                    offset=model.row_lower[first:first + n_u].copy(),
+                                    l=layer.lower[layer.unstable].copy(), u=layer.upper[layer.unstable].copy(),
+                                    root_l=layer.lower[layer.unstable].copy(),
+                                    root_u=layer.upper[layer.unstable].copy()))
+            first += 3 * n_u
         self.objectives = sp.csr_matrix(C) @ model.logit_matrix
         self.constants = C @ model.logit_offset
         self.solves = 0
 
-    def minimum(self, phases: list, upper: list, row: int) -> tuple[float, np.ndarray | None]:
+    def _set_triangles(self, lower: list, upper: list) -> None:
+        """Load the node's neuron bounds into the chord rows where they differ from the loaded ones."""
+        rows, cols, values, bound_rows, bound_values = [], [], [], [], []
+        for (unstable, d_cols, _), chord, l_node, u_node in zip(self.columns, self.chords, lower, upper):
+            l = np.minimum(np.maximum(l_node[unstable], chord["root_l"]), 0.0)
+            u = np.maximum(np.minimum(u_node[unstable], chord["root_u"]), 0.0)
+            changed = np.flatnonzero((l != chord["l"]) | (u != chord["u"]))
+            if changed.size == 0:
+                continue
+            rows += [chord["row_l"][changed], chord["row_u"][changed]]
+            cols += [d_cols[changed], d_cols[changed]]
+            values += [-l[changed], -u[changed]]
+            bound_rows.append(chord["row_l"][changed])
+            bound_values.append(chord["offset"][changed] - l[changed])
+            chord["l"][changed], chord["u"][changed] = l[changed], u[changed]
+        if rows:
+            self.solver.set_coefficients(np.concatenate(rows), np.concatenate(cols), np.concatenate(values))
+            self.solver.set_row_bounds(np.concatenate(bound_rows), -np.inf, np.concatenate(bound_values))
+
+    def minimum(self, phases: list, upper: list, row: int, lower: list | None = None) -> tuple[float, np.ndarray | None]:
         """Return ``(bound, x)``: a certified lower bound of margin ``row`` at a node and the LP's minimiser.
 
         The bound is rebuilt from the LP's duals by weak duality (`MIPModel.dual_lower_bound`),
         so it holds whatever the solver's tolerances; +inf if the node is empty.
 
-        ``phases`` and ``upper`` are the node's per-layer phases and upper bounds;
-        ``x`` is the input of the LP's minimiser (a candidate counterexample).
+        ``phases``, ``upper`` and ``lower`` are the node's per-layer phases and bounds
+        (without ``lower`` the triangles stay as loaded); ``x`` is the input of the LP's
+        minimiser (a candidate counterexample).
         """
+        if lower is not None:
+            self._set_triangles(lower, upper)
         cols, lbs, ubs = [], [], []
         for (unstable, d_cols, y_cols), phase, u in zip(self.columns, phases, upper):
             p = phase[unstable]
@@ -216,7 +252,7 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
             for r in np.argsort(rows):
                 if not open_rows[i, r]:
                     break
-                value, x = node_lp.minimum(settled, node_upper, r)
+                value, x = node_lp.minimum(settled, node_upper, r, node_lower)
                 if x is not None and net.predict(x) != c:
                     return outcome("not_robust", x)
                 rows[r] = max(rows[r], value)

@@ -73,6 +73,9 @@ from explain_mnist.network import Network, times_W
 
 INFEASIBLE_TOL = 1e-8
 MAX_BACKSUB_ENTRIES = 2 ** 24
+ALPHA_STEPS = 30            # projected Adam steps of alpha-CROWN per layer
+ALPHA_LR = 0.1
+ADAM_BETAS = (0.9, 0.999)
 
 
 @dataclass
@@ -304,7 +307,6 @@ def spec_coefficients(net: Network, bounds: Bounds, C: np.ndarray, phases=None, 
     return coefficients
 
 
-BOUND_METHODS = {"interval": interval_bounds, "crown": crown_bounds, "lp": lp_bounds}
 
 
 def compute_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, method: str = "interval", phases=None,
@@ -389,6 +391,127 @@ def _back_substitute(net, relaxations, top, lam, const):
         const = const + lam @ affines[j].b
         lam = times_W(lam, affines[j].W)
     return lam, const
+
+
+# ---------------------------------------------------------------------------------------------
+# alpha-CROWN: lower slopes optimised per bounded row
+
+
+def alpha_tighten(net: Network, lo: np.ndarray, hi: np.ndarray, bounds: Bounds | None = None, C=None,
+                  steps: int = ALPHA_STEPS, lr: float = ALPHA_LR, time_budget: float | None = None) -> Bounds:
+    """Return the bounds of ONE box tightened by optimising CROWN's lower slopes (alpha-CROWN), layer by layer.
+
+    Every bounded row (the lower and the upper bound of each unstable neuron of layers 1..L-1,
+    then each row of ``C @ logits``) gets its own slopes ``alpha`` in [0, 1] for every unstable
+    neuron below it, improved by projected gradient ascent (Adam) on its CROWN bound; each
+    row keeps the best bound it reached, so the result is never looser than ``bounds``
+    (default `crown_bounds`). The gradient needs no autodiff: the bound is
+    ``min_x L_alpha(x)`` over the box, attained at the corner ``x*`` that minimises the
+    linear function; by Danskin's theorem ``d bound / d alpha_j[i] = max(lam_j[i], 0) * zhat_j[i]``,
+    where ``lam_j`` is the row's back-substituted coefficient of ``a_j`` and ``zhat_j`` the
+    pre-activation of the relaxed network (each ReLU replaced by the line its coefficient's
+    sign selects) evaluated forward at ``x*``. Layers are tightened in order, each with the
+    tightened bounds of the layers below; ``time_budget`` seconds stop it early (the rest keeps
+    its old bounds).
+    """
+    start = time.perf_counter()
+    deadline = np.inf if time_budget is None else start + time_budget
+    lo, hi = as_batch(lo, hi)
+    if lo.shape[0] != 1:
+        raise ValueError(f"alpha_tighten bounds one box at a time, got {lo.shape[0]}")
+    C = None if C is None else _batched_spec(net, C, 1)
+    if bounds is None:
+        bounds = crown_bounds(net, lo, hi, C=C)
+    lower = [l[0].copy() for l in bounds.lower]
+    upper = [u[0].copy() for u in bounds.upper]
+    box_lo, box_hi = lo[0], hi[0]
+    for k in range(1, len(net.hidden)):
+        unstable = np.flatnonzero((lower[k] < 0) & (upper[k] > 0))
+        if unstable.size == 0 or time.perf_counter() >= deadline:
+            continue
+        W_rows = _dense_rows(net.hidden[k].W, unstable)
+        b_rows = net.hidden[k].b[unstable]
+        bound = _optimise_rows(net, lower, upper, k - 1, np.vstack([W_rows, -W_rows]),
+                               np.concatenate([b_rows, -b_rows]), box_lo, box_hi, steps, lr, deadline)[0]
+        n = unstable.size
+        lower[k][unstable] = np.maximum(lower[k][unstable], bound[:n])
+        upper[k][unstable] = np.minimum(upper[k][unstable], -bound[n:])
+        upper[k] = np.maximum(upper[k], lower[k])   # round-off only: both are sound bounds of the same value
+    spec = {}
+    if C is not None:
+        W_spec, b_spec = _spec_affine(net, C, 1)
+        bound, A, const = _optimise_rows(net, lower, upper, len(net.hidden) - 1, W_spec[0], b_spec[0],
+                                         box_lo, box_hi, steps, lr, np.inf if time_budget is None else deadline)
+        old = bounds.spec_lower[0] if bounds.spec_lower is not None else np.full(bound.shape, -np.inf)
+        better = bound > old
+        spec = dict(spec_lower=np.where(better, bound, old)[None],
+                    spec_upper=None if bounds.spec_upper is None else bounds.spec_upper.copy(),
+                    spec_lower_A=np.where(better[:, None], A, bounds.spec_lower_A[0])[None]
+                    if bounds.spec_lower_A is not None else A[None],
+                    spec_lower_c=np.where(better, const, bounds.spec_lower_c[0])[None]
+                    if bounds.spec_lower_c is not None else const[None])
+    return Bounds([l[None] for l in lower], [u[None] for u in upper], "alpha", time.perf_counter() - start,
+                  infeasible=bounds.infeasible.copy() if bounds.infeasible is not None else None, **spec)
+
+
+def alpha_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, phases=None, C=None) -> Bounds:
+    """Return `crown_bounds` tightened box by box with `alpha_tighten` (boxes without fixed phases only)."""
+    if phases is not None:
+        raise ValueError("alpha bounds take no fixed phases; use method 'crown' or 'lp'")
+    start = time.perf_counter()
+    lo, hi = _broadcast_boxes(lo, hi, None, C)
+    C = None if C is None else _batched_spec(net, C, lo.shape[0])
+    crown = crown_bounds(net, lo, hi, C=C)
+    parts = [alpha_tighten(net, lo[i], hi[i], bounds=crown.box(i), C=None if C is None else C[i:i + 1])
+             for i in range(lo.shape[0])]
+    result = _concatenate(parts, "alpha")
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _optimise_rows(net, lower, upper, top, W_rows, b_rows, lo, hi, steps, lr, deadline):
+    """Return ``(bound, A, c)``, the best alpha-CROWN lower bounds of ``W_rows . a_top + b_rows`` (R rows).
+
+    ``lower``/``upper`` are the (unbatched) bounds of hidden layers ``0..top``.
+    """
+    R = W_rows.shape[0]
+    layers = range(top + 1)
+    active = [lower[j] >= 0 for j in layers]
+    unstable = [(lower[j] < 0) & (upper[j] > 0) for j in layers]
+    width = [np.where(unstable[j], upper[j] - lower[j], 1.0) for j in layers]
+    slope = [np.where(active[j], 1.0, np.where(unstable[j], upper[j] / width[j], 0.0)) for j in layers]
+    intercept = [np.where(unstable[j], -upper[j] * lower[j] / width[j], 0.0) for j in layers]
+    alpha = [np.broadcast_to((upper[j] > -lower[j]).astype(np.float64), (R, lower[j].size)).copy() for j in layers]
+    moments = [(np.zeros_like(a), np.zeros_like(a)) for a in alpha]
+    best = np.full(R, -np.inf)
+    best_A, best_c = np.zeros((R, net.n_inputs)), np.zeros(R)
+    for step in range(max(int(steps), 1)):
+        lam, const, lams, lower_slopes = W_rows, b_rows.astype(np.float64).copy(), [None] * (top + 1), [None] * (top + 1)
+        for j in range(top, -1, -1):
+            lams[j] = lam
+            lower_slopes[j] = np.where(active[j], 1.0, np.where(unstable[j], alpha[j], 0.0))
+            pos, neg = np.maximum(lam, 0.0), np.minimum(lam, 0.0)
+            const = const + neg @ intercept[j]
+            lam = pos * lower_slopes[j] + neg * slope[j]
+            const = const + lam @ net.hidden[j].b
+            lam = times_W(lam, net.hidden[j].W)
+        bound = const + np.maximum(lam, 0.0) @ lo + np.minimum(lam, 0.0) @ hi
+        improved = bound > best
+        best[improved], best_A[improved], best_c[improved] = bound[improved], lam[improved], const[improved]
+        if step == steps - 1 or time.perf_counter() >= deadline:
+            break
+        z = net.hidden[0].apply(np.where(lam > 0, lo, hi))        # the minimising corner of each row, forward
+        for j in layers:
+            grad = np.where(unstable[j], np.maximum(lams[j], 0.0) * z, 0.0)
+            m, v = moments[j]
+            m[:] = ADAM_BETAS[0] * m + (1 - ADAM_BETAS[0]) * grad
+            v[:] = ADAM_BETAS[1] * v + (1 - ADAM_BETAS[1]) * grad ** 2
+            m_hat, v_hat = m / (1 - ADAM_BETAS[0] ** (step + 1)), v / (1 - ADAM_BETAS[1] ** (step + 1))
+            alpha[j] = np.clip(alpha[j] + lr * m_hat / (np.sqrt(v_hat) + 1e-8), 0.0, 1.0)
+            if j < top:
+                a = np.where(lams[j] >= 0, lower_slopes[j] * z, slope[j] * z + intercept[j])
+                z = net.hidden[j + 1].apply(a)
+    return best, best_A, best_c
 
 
 # ---------------------------------------------------------------------------------------------
@@ -607,3 +730,6 @@ def _concatenate(parts, method) -> Bounds:
                   [np.concatenate([p.upper[k] for p in parts]) for k in range(n_layers)],
                   method, sum(p.seconds for p in parts), cat("spec_lower"), cat("spec_upper"),
                   cat("spec_lower_A"), cat("spec_lower_c"), cat("infeasible"))
+
+
+BOUND_METHODS = {"interval": interval_bounds, "crown": crown_bounds, "alpha": alpha_bounds, "lp": lp_bounds}

@@ -169,12 +169,18 @@ def test_mip_fallback_decides_near_the_boundary(seed, side):
     check_verdict(shifted, lo, hi, c, side, verdict)
 
 
-@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("seed", range(15))
 @pytest.mark.parametrize("side", [1e-3, -1e-3])
-def test_restart_from_lp_tightened_root_decides_near_the_boundary(seed, side):
-    net, lo, hi, c = random_case(4000 + seed)
+@pytest.mark.parametrize("alpha_steps", [0, 5])
+def test_with_and_without_alpha_root_decides_near_the_boundary(seed, side, alpha_steps):
+    rng = np.random.default_rng(4000 + seed)
+    n_in = int(rng.integers(2, 7))
+    net = random_net(rng, n_in, [int(rng.integers(2, 5)) for _ in range(int(rng.integers(2, 4)))], 3)
+    centre, radius = rng.uniform(-1, 1, n_in), rng.uniform(0.05, 1.0, n_in)
+    lo, hi = centre - radius, centre + radius
+    c = int(net.predict(centre))
     shifted = shift_to_margin(net, c, side - brute_min_margin(net, lo, hi, c))
-    if shifted.predict((lo + hi) / 2) != c:
+    if shifted.predict(centre) != c:
         pytest.skip("the shift changed the centre's class")
-    verdict = Verifier(shifted, mip_fallback=False, root_lp_after=1).verify(lo, hi, c)
+    verdict = Verifier(shifted, mip_fallback=False, alpha_steps=alpha_steps).verify(lo, hi, c)
     check_verdict(shifted, lo, hi, c, side, verdict)

@@ -14,7 +14,7 @@ from explain_mnist.network import Affine, Network, ReLU
 SOUND_TOL = 1e-9
 NEST_TOL = 1e-7
 N_SAMPLES = 10_000
-METHODS = ("interval", "crown", "lp")
+METHODS = ("interval", "crown", "lp")  # alpha takes no phases: its own tests below
 
 
 def random_net(sizes, seed, sparse_first=False, decision="argmax"):
@@ -517,3 +517,48 @@ def test_lp_tighten_without_time_keeps_the_starting_bounds():
             np.testing.assert_array_equal(same.upper[k], crown.upper[k])
     with pytest.raises(ValueError):
         lp_tighten(net, lo.repeat(2, 0), hi.repeat(2, 0))
+
+
+# --- alpha-CROWN ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("net_name", sorted(NETS))
+def test_alpha_bounds_are_sound_and_inside_crown(net_name):
+    net = NETS[net_name]()
+    rng = np.random.default_rng(16)
+    C = rng.normal(size=(4, net.n_outputs))
+    lo, hi = random_boxes(net.n_inputs, 3, rng)
+    crown = compute_bounds(net, lo, hi, method="crown", C=C)
+    alpha = compute_bounds(net, lo, hi, method="alpha", C=C)
+    assert alpha.method == "alpha"
+    assert_nested(alpha, crown, tol=0.0)
+    assert np.all(alpha.spec_lower >= crown.spec_lower)
+    for i in range(3):
+        assert_sound(net, alpha.box(i), (lo[i], hi[i]), sample_box(lo[i], hi[i], rng), C)
+
+
+@pytest.mark.parametrize("net_name", sorted(NETS))
+def test_alpha_never_beats_the_triangle_lp_and_improves_on_crown(net_name):
+    """Any lower slopes give a bound below the LP optimum over the same relaxation (so above it = a bug)."""
+    net = NETS[net_name]()
+    rng = np.random.default_rng(17)
+    lo, hi = random_boxes(net.n_inputs, 4, rng)
+    C = rng.normal(size=(3, net.n_outputs))
+    crown = compute_bounds(net, lo, hi, "crown", C=C)
+    gain = 0.0
+    for i in range(4):
+        alpha = bounds_module.alpha_tighten(net, lo[i], hi[i], bounds=crown.box(i), C=C)
+        # the LP over alpha's own intermediate bounds dominates alpha's margin bound
+        lp = lp_tighten(net, lo[i], hi[i], bounds=Bounds(alpha.lower, alpha.upper, "alpha", 0.0), C=C, layers=[])
+        assert np.all(alpha.spec_lower <= lp.spec_lower + 1e-6)
+        gain += float((alpha.spec_lower - crown.spec_lower[i]).sum())
+    assert gain > 1e-3
+
+
+def test_alpha_on_shipped_multiclass_is_sound(multiclass_net, test_set):
+    net = multiclass_net
+    x0 = test_set.x[0].astype(np.float64)
+    lo, hi = np.clip(x0 - 0.05, 0, 1), np.clip(x0 + 0.05, 0, 1)
+    C = net.spec_matrix(int(net.predict(x0)))
+    alpha = compute_bounds(net, lo, hi, method="alpha", C=C)
+    assert_sound(net, alpha, (lo, hi), sample_box(lo, hi, np.random.default_rng(18)), C)

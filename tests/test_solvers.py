@@ -124,6 +124,37 @@ def test_set_col_bounds_then_resolve_equals_fresh_build(name):
 
 
 @pytest.mark.parametrize("name", INSTALLED)
+def test_set_coefficients_and_row_bounds_then_resolve_equals_brute_force(name):
+    """Entries that exist (changed in place), new entries, removed entries and row bounds all reach the solver."""
+    rng = np.random.default_rng(12)
+    model = mixed_problem(SEEDS[2])
+    solver = make_solver(name, model)
+    changed = model.copy()
+    dense = changed.A.toarray()
+    for step in range(5):
+        rows = rng.integers(0, model.n_rows, size=3)
+        cols = rng.integers(0, model.n_cols, size=3)
+        values = np.round(rng.normal(size=3), 2)
+        values[0] = 0.0 if step == 2 else values[0]
+        dense[rows, cols] = values
+        solver.set_coefficients(rows, cols, values)
+        row = int(rng.integers(3, model.n_rows)) if model.n_rows > 3 else 0
+        low, high = np.sort(rng.uniform(-2, 2, 2))
+        changed.row_lower[row], changed.row_upper[row] = low, high
+        solver.set_row_bounds([row], low, high)
+        changed.A = sp.csr_matrix(dense)
+        np.testing.assert_allclose(solver.model.A.toarray(), dense)
+        again = solver.solve()
+        expected = brute_force(changed)
+        if expected is None:
+            assert again.status == "infeasible"
+        else:
+            assert again.status == "optimal", again.message
+            assert again.objective == pytest.approx(expected, abs=1e-6)
+            assert changed.violation(again.x) < 1e-6
+
+
+@pytest.mark.parametrize("name", INSTALLED)
 def test_cutoff_and_stop_at_first(name):
     model = mixed_problem(SEEDS[2])
     best = brute_force(model)

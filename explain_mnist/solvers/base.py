@@ -79,6 +79,7 @@ class MIPSolver:
         self.threads = max(1, int(threads))
         self.verbose = verbose
         self.mip_gap = mip_gap
+        self._entry_keys = None
         self._check_size()
         self._load()
         self.set_objective(self.model.c, self.model.q, self.model.sense, self.model.c0)
@@ -121,11 +122,29 @@ class MIPSolver:
         values = np.broadcast_to(np.asarray(values, dtype=np.float64), rows.shape).copy()
         if rows.shape != cols.shape:
             raise ValueError("rows and cols must have the same length")
-        A = self.model.A.tolil()
-        A[rows, cols] = values
-        self.model.A = A.tocsr()
+        positions = self._entry_positions(rows, cols)
+        if np.all(positions >= 0):                      # existing entries: in place, no change of structure
+            self.model.A.data[positions] = values
+        else:
+            A = self.model.A.tolil()
+            A[rows, cols] = values
+            self.model.A = A.tocsr()
+            self._entry_keys = None
         if rows.size:
             self._set_coefficients(rows, cols, values)
+
+    def _entry_positions(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Return the positions of entries ``(rows, cols)`` in ``model.A.data``, -1 where there is none."""
+        A = self.model.A
+        if self._entry_keys is None:     # row-major keys of the stored entries, sorted
+            A.sort_indices()
+            self._entry_keys = np.repeat(np.arange(A.shape[0], dtype=np.int64), np.diff(A.indptr)) * A.shape[1] \
+                + A.indices
+        if self._entry_keys.size == 0:
+            return np.full(rows.shape, -1)
+        keys = rows * A.shape[1] + cols
+        found = np.minimum(np.searchsorted(self._entry_keys, keys), self._entry_keys.size - 1)
+        return np.where(self._entry_keys[found] == keys, found, -1)
 
     def set_row_bounds(self, idx, lower, upper) -> None:
         """Set the bounds ``lower <= A v <= upper`` of the rows ``idx`` (arguments broadcast)."""
