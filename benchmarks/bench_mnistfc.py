@@ -75,8 +75,9 @@ def report(rows, args):
              "Command: `OMP_NUM_THREADS=1 python benchmarks/bench_mnistfc.py" + (f" --limit {args.limit:g}" if args.limit else "")
              + (f" --nets {args.nets}" if args.nets != "256x2,256x4,256x6" else "") + "`, 1 thread.", "",
              f"Decided {len(decided)} of {len(rows)}; contradictions with the consensus: "
-             f"{sum(r['contradiction'] for r in rows)}. Competition (90 instances): {COMPETITION}. "
-             f"(The verdicts file has no row for 256x6 prop_14_0.05: its consensus shows as n/a.)", ""]
+             f"{sum(r['contradiction'] for r in rows)}. Competition (90 instances): {COMPETITION}."
+             + ("".join(f" (The verdicts file has no row for {r['network']} {r['property']}: its consensus shows as "
+                        "n/a.)" for r in rows if r["consensus"] == "n/a")), ""]
     for net in sorted({r["network"] for r in rows}):
         sub = [r for r in rows if r["network"] == net]
         known = [r for r in sub if r["consensus"] in ("holds", "violated")]
