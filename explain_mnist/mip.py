@@ -183,7 +183,10 @@ class NetworkMIP:
             model.add_columns(np.zeros(k), np.ones(k), integer=True)     # the selectors s
             model.add_rows(sp.hstack([-L, sp.identity(n_out), sp.csr_matrix((n_out, 1 + k))], format="csr"), o, o)
             zeros = sp.csr_matrix((k, base))
-            model.add_rows(sp.hstack([zeros, sp.csr_matrix(C), np.ones((k, 1)), sp.diags(big_m)], format="csr"),
+            # every logit entry stored, zeros too, so that a class switch edits entries in place
+            C_block = sp.csr_matrix((C.ravel(), np.tile(np.arange(n_out), k), np.arange(0, k * n_out + 1, n_out)),
+                                    shape=(k, n_out))
+            model.add_rows(sp.hstack([zeros, C_block, np.ones((k, 1)), sp.diags(big_m)], format="csr"),
                            -np.inf, big_m)
             model.add_rows(sp.hstack([sp.csr_matrix((1, base + n_out + 1)), np.ones((1, k))], format="csr"), 1.0, 1.0)
         return extend
