@@ -33,10 +33,11 @@ def main():
     p.add_argument("--props", default=None, help="comma-separated property indices (default all)")
     p.add_argument("--out", default=None, help="JSON of the rows (default benchmarks/<section>.json)")
     p.add_argument("--resume", action="store_true", help="keep the rows already in the JSON file, run the rest")
+    p.add_argument("--section", default=None, help="name of the RESULTS.md section (default from --nets)")
     args = p.parse_args()
     args.machine = machine_line()   # the code measured is the code at the start of the run
     default_nets = args.nets == "256x2,256x4,256x6"
-    args.section = "mnistfc" if default_nets else "mnistfc_" + args.nets.replace(",", "_")
+    args.section = args.section or ("mnistfc" if default_nets else "mnistfc_" + args.nets.replace(",", "_"))
     args.out = args.out or str(REPO / "benchmarks" / f"{args.section}.json")
     folder = Path(args.shared)
     consensus = {(r["network"], r["property"]): r for r in csv.DictReader(open(folder / "verdicts_vnncomp2021.csv"))}
@@ -73,7 +74,9 @@ def report(rows, args):
     decided = [r for r in rows if r["ours"] != "unknown"]
     lines = [f"## VNN-COMP 2021 mnistfc ({len(rows)} instances)", "", args.machine,
              "Command: `OMP_NUM_THREADS=1 python benchmarks/bench_mnistfc.py" + (f" --limit {args.limit:g}" if args.limit else "")
-             + (f" --nets {args.nets}" if args.nets != "256x2,256x4,256x6" else "") + "`, 1 thread.", "",
+             + (f" --nets {args.nets}" if args.nets != "256x2,256x4,256x6" else "")
+             + (f" --props {args.props}" if args.props else "")
+             + (f" --section {args.section}" if args.section != "mnistfc" and args.props else "") + "`, 1 thread.", "",
              f"Decided {len(decided)} of {len(rows)}; contradictions with the consensus: "
              f"{sum(r['contradiction'] for r in rows)}. Competition (90 instances): {COMPETITION}."
              + ("".join(f" (The verdicts file has no row for {r['network']} {r['property']}: its consensus shows as "
