@@ -476,20 +476,20 @@ def _optimise_rows(net, lower, upper, top, W_rows, b_rows, lo, hi, steps, lr, de
     """
     R = W_rows.shape[0]
     layers = range(top + 1)
-    active = [lower[j] >= 0 for j in layers]
+    relaxations = [[r[0] for r in _relaxation(lower[j][None], upper[j][None], None, None)] for j in layers]
+    default_slope, slope, intercept = (list(parts) for parts in zip(*relaxations))
     unstable = [(lower[j] < 0) & (upper[j] > 0) for j in layers]
-    width = [np.where(unstable[j], upper[j] - lower[j], 1.0) for j in layers]
-    slope = [np.where(active[j], 1.0, np.where(unstable[j], upper[j] / width[j], 0.0)) for j in layers]
-    intercept = [np.where(unstable[j], -upper[j] * lower[j] / width[j], 0.0) for j in layers]
-    alpha = [np.broadcast_to((upper[j] > -lower[j]).astype(np.float64), (R, lower[j].size)).copy() for j in layers]
+    alpha = [np.broadcast_to(default_slope[j], (R, lower[j].size)).copy() for j in layers]
     moments = [(np.zeros_like(a), np.zeros_like(a)) for a in alpha]
     best = np.full(R, -np.inf)
     best_A, best_c = np.zeros((R, net.n_inputs)), np.zeros(R)
-    for step in range(max(int(steps), 1)):
-        lam, const, lams, lower_slopes = W_rows, b_rows.astype(np.float64).copy(), [None] * (top + 1), [None] * (top + 1)
+    n_steps = max(int(steps), 1)
+    for step in range(n_steps):
+        lam, const = W_rows, b_rows.astype(np.float64).copy()
+        lams, lower_slopes = [None] * (top + 1), [None] * (top + 1)
         for j in range(top, -1, -1):
             lams[j] = lam
-            lower_slopes[j] = np.where(active[j], 1.0, np.where(unstable[j], alpha[j], 0.0))
+            lower_slopes[j] = np.where(unstable[j], alpha[j], default_slope[j])
             pos, neg = np.maximum(lam, 0.0), np.minimum(lam, 0.0)
             const = const + neg @ intercept[j]
             lam = pos * lower_slopes[j] + neg * slope[j]
@@ -498,7 +498,7 @@ def _optimise_rows(net, lower, upper, top, W_rows, b_rows, lo, hi, steps, lr, de
         bound = const + np.maximum(lam, 0.0) @ lo + np.minimum(lam, 0.0) @ hi
         improved = bound > best
         best[improved], best_A[improved], best_c[improved] = bound[improved], lam[improved], const[improved]
-        if step == steps - 1 or time.perf_counter() >= deadline:
+        if step == n_steps - 1 or time.perf_counter() >= deadline:
             break
         z = net.hidden[0].apply(np.where(lam > 0, lo, hi))        # the minimising corner of each row, forward
         for j in layers:
