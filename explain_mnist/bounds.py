@@ -567,7 +567,6 @@ class _TriangleLP:
         self.b_ub = np.concatenate(ub_rhs) if ub_rhs else np.zeros(0)
         self.A_eq = sp.vstack(eq_blocks, format="csr") if eq_blocks else sp.csr_matrix((0, n_vars))
         self.b_eq = np.concatenate(eq_rhs) if eq_rhs else np.zeros(0)
-        self.var_bounds = np.column_stack([self.var_lo, self.var_hi])
         self.top = slice(int(self.offsets[depth]), int(self.offsets[depth + 1]))
         self.n_vars = n_vars
         self._solvers = {}
@@ -609,13 +608,8 @@ class _TriangleLP:
         res = solver.solve()
         if res.status != "optimal" or res.row_duals is None:
             return None
-        model = solver.model
-        y = res.row_duals   # HiGHS: reduced costs g - A'y; y <= 0 on rows at their upper bound
-        y = np.where(np.isneginf(model.row_lower), np.minimum(y, 0.0), y)
-        y = np.where(np.isposinf(model.row_upper), np.maximum(y, 0.0), y)
-        reduced = g - model.A.T @ y
-        with np.errstate(invalid="ignore"):  # inf * 0 in the branch np.where discards
-            const = g0 + float(np.where(y > 0, y * model.row_lower, np.where(y < 0, y * model.row_upper, 0.0)).sum())
+        reduced, row_part = solver.model.dual_certificate(res.row_duals)
+        const = g0 + row_part
         hidden = reduced[self.n_in:]
         const += np.minimum(hidden * self.var_lo[self.n_in:], hidden * self.var_hi[self.n_in:]).sum()
         A_x = reduced[:self.n_in]

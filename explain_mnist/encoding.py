@@ -176,15 +176,24 @@ class MIPModel:
         row and column bounds, so the result holds whatever the solver's tolerances
         (``-inf`` where a needed bound is infinite). Only for a linear objective.
         """
+        reduced, row_part = self.dual_certificate(y)
+        with np.errstate(invalid="ignore"):  # inf * 0 in the branch np.where discards
+            col_part = np.where(reduced > 0, reduced * self.lb, np.where(reduced < 0, reduced * self.ub, 0.0))
+            total = float(row_part + col_part.sum()) + self.c0
+        return -np.inf if np.isnan(total) else total
+
+    def dual_certificate(self, y: np.ndarray) -> tuple[np.ndarray, float]:
+        """Return ``(c - A'y, lower bound of y'(A v))`` for row multipliers ``y`` (signs fixed to the finite row bounds).
+
+        Every feasible v has ``c v >= (c - A'y) v + row part``: callers bound the first term
+        by the column bounds (`dual_lower_bound`) or keep part of it as a function.
+        """
         y = np.asarray(y, dtype=np.float64)
         y = np.where(np.isneginf(self.row_lower), np.minimum(y, 0.0), y)
         y = np.where(np.isposinf(self.row_upper), np.maximum(y, 0.0), y)
-        reduced = self.c - self.A.T @ y
         with np.errstate(invalid="ignore"):  # inf * 0 in the branch np.where discards
-            row_part = np.where(y > 0, y * self.row_lower, np.where(y < 0, y * self.row_upper, 0.0))
-            col_part = np.where(reduced > 0, reduced * self.lb, np.where(reduced < 0, reduced * self.ub, 0.0))
-            total = float(row_part.sum() + col_part.sum()) + self.c0
-        return -np.inf if np.isnan(total) else total
+            row_part = float(np.where(y > 0, y * self.row_lower, np.where(y < 0, y * self.row_upper, 0.0)).sum())
+        return self.c - self.A.T @ y, row_part
 
     def summary(self) -> str:
         """Return a one-line size summary."""
