@@ -14,16 +14,26 @@ bounded over many nodes at once by CROWN with the nodes' phases fixed
 - a node with every row proved, or whose phases contradict its bounds, is closed;
 - the box corner minimising each open row's linear lower bound is a candidate
   counterexample, checked by the forward pass;
-- an open row is then minimised over the node by an LP (`NodeLP`: the triangle
-  relaxation with the node's splits as exact constraints, its bound certified
-  from the duals); above `PROOF_TOLERANCE` the row is proved, and the LP's minimiser is a candidate
-  counterexample (re-checked by the forward pass). A node with every neuron
-  fixed is a leaf, where this LP is exact;
+- the open rows of all nodes of the batch are then bounded at once by
+  beta-CROWN (`bounds.optimise_rows`, node bound "beta"): per row, lower slopes
+  and one multiplier per split constraint, improved for `BETA_STEPS` projected
+  Adam steps from the parent's values (each node keeps its rows' multipliers as
+  its children's warm start). Its optimum is the node LP's, at a fraction of
+  the cost on deep nets (measured: 256x4 mnistfc prop_0_0.03, 271 nodes in 4 s
+  against 215 nodes in 13 s with node LPs). Its minimising corners are
+  candidate counterexamples too. Node bound "lp" minimises each open row by
+  an LP instead (`NodeLP`: the triangle relaxation with the node's splits as
+  exact constraints, its bound certified from the duals; the LP's minimiser is
+  a candidate counterexample, re-checked by the forward pass). A node with
+  every neuron fixed is a leaf: there the LP is exact, and it is always used;
 - otherwise the node splits on the unstable neuron with the largest score
   ``max(-lam, 0) * u * (-l) / (u - l)``: ``lam`` is the neuron's coefficient in the
   back-substituted lower bound of the node's worst row, so the score is how much
   the upper line of its triangle relaxation lowers that bound (the neurons whose
-  output pushes the margin down), ties broken by ``|lam| * (u - l)``.
+  output pushes the margin down), ties broken by ``|lam| * (u - l)``. ``lam``
+  comes from plain CROWN (default slopes), not from the optimised bound: measured
+  on the same instance, optimised coefficients branched into 5,615 nodes
+  against 271.
 
 Nodes are taken best-first (lowest bound first), in batches; the smallest lower
 bound over the open nodes is a proven lower bound of the smallest margin over the
@@ -40,10 +50,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from explain_mnist.bounds import Bounds, crown_bounds, spec_coefficients
+from explain_mnist.bounds import Bounds, crown_bounds, optimise_rows, spec_coefficients
 from explain_mnist.network import Network
 
 BATCH_NODES = 32
+BETA_STEPS = 20   # projected Adam steps of beta-CROWN per batch of nodes
 PROOF_TOLERANCE = 1e-9  # a margin bound proves the margin positive only above this (floating-point rounding)
 
 
@@ -69,6 +80,7 @@ class _Node:
     lower: list = None   # the parent's neuron bounds, valid on this node's region (a subset of the parent's)
     upper: list = None
     row_bounds: np.ndarray = None   # the parent's margin bounds, valid here for the same reason
+    warm: dict = None   # open row -> (alpha, beta) per layer: the parent's beta-CROWN multipliers, a warm start
 
 
 class NodeLP:
@@ -179,6 +191,9 @@ def _split_choice(lower: list, upper: list, lam: list, phases: list):
     return choice
 
 
+NODE_BOUNDS = {"beta": BETA_STEPS, "lp": 0}   # node bound -> beta-CROWN steps (0: a node LP per open row)
+
+
 def _settled(phases: list, lower: list, upper: list) -> list:
     """Return phases with the neurons that the bounds decide (l >= 0: +1, u <= 0: -1) filled in."""
     return [np.where(p != 0, p, np.where(l >= 0, 1, np.where(u <= 0, -1, 0))).astype(np.int8)
@@ -187,13 +202,20 @@ def _settled(phases: list, lower: list, upper: list) -> list:
 
 def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadline: float | None = None,
                      node_limit: int = 200_000, root: Bounds | None = None,
-                     batch: int = BATCH_NODES) -> BabOutcome:
-    """Return the `BabOutcome` of deciding whether every input in ``[lo, hi]`` keeps class ``c``."""
+                     batch: int = BATCH_NODES, node_bound: str = "beta") -> BabOutcome:
+    """Return the `BabOutcome` of deciding whether every input in ``[lo, hi]`` keeps class ``c``.
+
+    ``node_bound`` (a key of `NODE_BOUNDS`) chooses how the open margins of a node are bounded
+    after CROWN: "beta" (batched beta-CROWN, the node LP only at leaves) or "lp" (a node LP per row).
+    """
+    if node_bound not in NODE_BOUNDS:
+        raise ValueError(f"unknown node bound {node_bound!r}; supported: {', '.join(NODE_BOUNDS)}")
     start = time.perf_counter()
     lo = np.asarray(lo, dtype=np.float64)
     hi = np.asarray(hi, dtype=np.float64)
     C = net.spec_matrix(c)
     m = C.shape[0]
+    W_spec, b_spec = C @ net.affines[-1].dense_W(), C @ net.affines[-1].b
     counter = itertools.count()
     sizes = [a.n_out for a in net.hidden]
     root_bound = -np.inf if root is None or root.spec_lower is None else float(root.spec_lower.min())
@@ -205,11 +227,18 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
     nodes = 0
     closed_lower = np.inf  # the smallest margin bound that closed a node
     node_lp = None
+    beta_steps = NODE_BOUNDS[node_bound]
 
     def outcome(status, x=None):
         open_bound = min((node.bound for node in heap), default=np.inf)
         return BabOutcome(status, x, float(min(open_bound, closed_lower)), nodes, time.perf_counter() - start,
                           len(heap), 0 if node_lp is None else node_lp.solves)
+
+    def counterexample(A):
+        """Return the first minimising box corner of the linear bounds ``A`` that changes the class, or None."""
+        corners = np.where(A > 0, lo, hi)
+        hits = np.flatnonzero(net.predict(corners) != c)
+        return corners[hits[0]] if hits.size else None
 
     while heap:
         if nodes >= node_limit or (deadline is not None and time.perf_counter() > deadline):
@@ -223,20 +252,38 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
         inherited = np.stack([node.row_bounds for node in taken])
         lower = np.where(np.stack([node.open_rows for node in taken]), np.maximum(bounds.spec_lower, inherited), np.inf)
         open_rows = ~(lower > PROOF_TOLERANCE) & ~bounds.infeasible[:, None]   # a NaN bound proves nothing
-        alive = open_rows.any(axis=1)
+        idx = np.flatnonzero(open_rows.any(axis=1))
+        if idx.size:
+            x = counterexample(bounds.spec_lower_A[idx][open_rows[idx]])
+            if x is not None:
+                return outcome("not_robust", x)
+        worst = np.argmin(lower, axis=1)
+        warm = [None] * len(taken)
+        if beta_steps and idx.size:
+            node_of, row_of = np.nonzero(open_rows)
+            alpha0, beta0 = _warm_start(taken, node_of, row_of, bounds.lower)
+            rows = optimise_rows(net, lo, hi, [l[node_of] for l in bounds.lower], [u[node_of] for u in bounds.upper],
+                                 W_spec[row_of][:, None, :], b_spec[row_of][:, None],
+                                 phases=[p[node_of] for p in phases], steps=beta_steps,
+                                 deadline=np.inf if deadline is None else deadline, alpha=alpha0, beta=beta0)
+            warm = [{} for _ in taken]
+            for pair, (i, r) in enumerate(zip(node_of, row_of)):
+                warm[i][r] = ([a[pair, 0].astype(np.float32) for a in rows.alpha],
+                              [None if b is None else b[pair, 0].astype(np.float32) for b in rows.beta])
+            lower[node_of, row_of] = np.maximum(lower[node_of, row_of], rows.bound[:, 0])
+            x = counterexample(rows.A[:, 0])
+            if x is not None:
+                return outcome("not_robust", x)
+            worst = np.argmin(lower, axis=1)
+            open_rows &= ~(lower > PROOF_TOLERANCE)
         proved = (lower > PROOF_TOLERANCE) & np.isfinite(lower) & ~bounds.infeasible[:, None]
         closed_lower = min(closed_lower, float(lower[proved].min(initial=np.inf)))
-        idx = np.flatnonzero(alive)
+        idx = np.flatnonzero(open_rows.any(axis=1))
         if idx.size == 0:
             continue
-        corners = np.where(bounds.spec_lower_A[idx] > 0, lo, hi)[open_rows[idx]]
-        hits = np.flatnonzero(net.predict(corners) != c)
-        if hits.size:
-            return outcome("not_robust", corners[hits[0]])
-        if node_lp is None:
-            node_lp = NodeLP(net, lo, hi, root if root is not None else crown_bounds(net, lo, hi), C)
-        worst = np.argmin(lower[idx], axis=1)
-        lam = spec_coefficients(net, bounds, C[worst], phases, boxes=idx)
+        lam = [np.zeros((len(taken), n)) for n in sizes]
+        for k, coefficient in enumerate(spec_coefficients(net, bounds, C[worst[idx]], phases, boxes=idx)):
+            lam[k][idx] = coefficient
         for pos, i in enumerate(idx):
             if deadline is not None and time.perf_counter() > deadline:
                 for rest in idx[pos:]:   # back on the heap unsplit, so the open bound stays valid
@@ -246,23 +293,26 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
                 return outcome("unknown")
             node_lower = [l[i] for l in bounds.lower]
             node_upper = [u[i] for u in bounds.upper]
-            node_phases = [p[i] for p in phases]
-            settled = _settled(node_phases, node_lower, node_upper)
+            settled = _settled([p[i] for p in phases], node_lower, node_upper)
+            choice = _split_choice(node_lower, node_upper, [coefficient[i] for coefficient in lam], settled)
             rows = lower[i].copy()
-            for r in np.argsort(rows):
-                if not open_rows[i, r]:
-                    break
-                value, x = node_lp.minimum(settled, node_upper, r, node_lower)
-                if x is not None and net.predict(x) != c:
-                    return outcome("not_robust", x)
-                rows[r] = max(rows[r], value)
-                if rows[r] <= PROOF_TOLERANCE:
-                    break
+            if choice is None or not beta_steps:
+                # the node LP: exact at a leaf (every neuron fixed), the "lp" node bound elsewhere
+                if node_lp is None:
+                    node_lp = NodeLP(net, lo, hi, root if root is not None else crown_bounds(net, lo, hi), C)
+                for r in np.argsort(rows):
+                    if not open_rows[i, r]:
+                        break
+                    value, x = node_lp.minimum(settled, node_upper, r, node_lower)
+                    if x is not None and net.predict(x) != c:
+                        return outcome("not_robust", x)
+                    rows[r] = max(rows[r], value)
+                    if rows[r] <= PROOF_TOLERANCE:
+                        break
             still_open = open_rows[i] & (rows <= PROOF_TOLERANCE)
             closed_lower = min(closed_lower, float(rows[open_rows[i] & ~still_open].min(initial=np.inf)))
             if not still_open.any():
                 continue
-            choice = _split_choice(node_lower, node_upper, [coefficient[pos] for coefficient in lam], settled)
             if choice is None:
                 # every neuron is fixed: the LP was exact, its minimum <= 0 and its minimiser did not flip the
                 # class: a margin of about 0 (a tie) that no point verifiably crosses
@@ -274,5 +324,23 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
                 child = [p.copy() for p in settled]
                 child[k][j] = phase
                 heapq.heappush(heap, _Node(float(rows[still_open].min()), next(counter), child, still_open,
-                                           node_lower, node_upper, rows))
+                                           node_lower, node_upper, rows, warm[i]))
     return outcome("robust")
+
+
+def _warm_start(taken: list, node_of: np.ndarray, row_of: np.ndarray, lower: list):
+    """Return per-layer ``(P, 1, n_j)`` starts of alpha and beta for the (node, row) pairs (NaN alpha: default)."""
+    if not any(node.warm for node in taken):
+        return None, None
+    n_layers = len(lower)
+    alpha = [np.full((node_of.size, 1, l.shape[1]), np.nan) for l in lower]
+    beta = [np.zeros((node_of.size, 1, l.shape[1])) for l in lower]
+    for pair, (i, r) in enumerate(zip(node_of, row_of)):
+        start = taken[i].warm.get(r) if taken[i].warm else None
+        if start is None:
+            continue
+        for k in range(n_layers):
+            alpha[k][pair, 0] = start[0][k]
+            if start[1][k] is not None:
+                beta[k][pair, 0] = start[1][k]
+    return alpha, beta

@@ -75,6 +75,7 @@ INFEASIBLE_TOL = 1e-8
 MAX_BACKSUB_ENTRIES = 2 ** 24
 ALPHA_STEPS = 30            # projected Adam steps of alpha-CROWN per layer
 ALPHA_LR = 0.1
+BETA_LR = 0.05           # Adam's step for beta-CROWN's split multipliers
 ADAM_BETAS = (0.9, 0.999)
 
 
@@ -474,44 +475,130 @@ def _optimise_rows(net, lower, upper, top, W_rows, b_rows, lo, hi, steps, lr, de
 
     ``lower``/``upper`` are the (unbatched) bounds of hidden layers ``0..top``.
     """
-    R = W_rows.shape[0]
-    layers = range(top + 1)
-    relaxations = [[r[0] for r in _relaxation(lower[j][None], upper[j][None], None, None)] for j in layers]
-    default_slope, slope, intercept = (list(parts) for parts in zip(*relaxations))
-    unstable = [(lower[j] < 0) & (upper[j] > 0) for j in layers]
-    alpha = [np.broadcast_to(default_slope[j], (R, lower[j].size)).copy() for j in layers]
-    moments = [(np.zeros_like(a), np.zeros_like(a)) for a in alpha]
-    best = np.full(R, -np.inf)
-    best_A, best_c = np.zeros((R, net.n_inputs)), np.zeros(R)
+    rows = optimise_rows(net, lo, hi, [l[None] for l in lower[:top + 1]], [u[None] for u in upper[:top + 1]],
+                         W_rows[None], np.asarray(b_rows, dtype=np.float64)[None], steps=steps, lr=lr,
+                         deadline=deadline)
+    return rows.bound[0], rows.A[0], rows.c[0]
+
+
+@dataclass
+class RowBounds:
+    """The result of `optimise_rows` for B boxes x R rows: ``f >= A x + c >= bound`` on each box."""
+
+    bound: np.ndarray
+    A: np.ndarray
+    c: np.ndarray
+    steps: int
+    alpha: list = None   # per layer (B, R, n_j): each row's slopes and split multipliers at its best bound,
+    beta: list = None    # a warm start for a sub-box (beta None for layers without fixed phases)
+
+
+def optimise_rows(net: Network, lo: np.ndarray, hi: np.ndarray, lower: list, upper: list, W_rows: np.ndarray,
+                  b_rows: np.ndarray, phases=None, steps: int = ALPHA_STEPS, lr: float = ALPHA_LR,
+                  lr_beta: float = BETA_LR, deadline: float = np.inf, alpha=None, beta=None) -> RowBounds:
+    """Return the best alpha-beta-CROWN lower bounds (`RowBounds`) of ``W_rows . a_top + b_rows`` over B boxes.
+
+    ``lower``/``upper``: per hidden layer ``0..top``, ``(B, n_j)`` bounds valid on each box's
+    region; ``W_rows`` ``(B, R, n_top)``, ``b_rows`` ``(B, R)``; ``phases`` (optional, per layer
+    ``(B, n_j)``) the fixed phases of each box (a branch-and-bound node). Every row has its own
+    lower slopes ``alpha`` in [0, 1] for the unstable neurons and, for each neuron with a fixed
+    phase ``p``, a multiplier ``beta >= 0`` of its split constraint ``-p z <= 0`` (beta-CROWN):
+    ``f(x) >= f(x) + beta (-p z)`` on the node's region, so the term ``beta (-p)`` joins the
+    coefficient of ``z`` in the back-substitution and the bound stays sound for any
+    ``beta >= 0``, while the right ``beta`` makes it as tight as the LP with the splits as
+    exact constraints. Both are improved by projected Adam ascent on the bound, with
+    Danskin gradients as in `alpha_tighten`: ``d bound / d beta_j[i] = -p_i zhat_j[i]``.
+    Each row keeps the best bound any step reached. ``deadline`` stops early. ``alpha`` and
+    ``beta`` (optional, per layer ``(B, R, n_j)``; a None layer or NaN entry starts from the default) start
+    the ascent, e.g. from a parent node's result: any start is sound.
+    """
+    lo, hi = np.atleast_2d(lo), np.atleast_2d(hi)
+    B, R = b_rows.shape
+    layers = range(len(lower))
+    top = len(lower) - 1
+    phase = [None if phases is None else np.broadcast_to(phases[j], lower[j].shape) for j in layers]
+    default_slope, slope, intercept = zip(*[_relaxation(lower[j], upper[j], phase[j], None) for j in layers])
+    unstable = [((lower[j] < 0) & (upper[j] > 0) & (True if phase[j] is None else phase[j] == 0))[:, None, :]
+                for j in layers]
+    split = [None if phase[j] is None or not phase[j].any() else (-phase[j].astype(np.float64))[:, None, :]
+             for j in layers]
+    alpha = [np.broadcast_to(default_slope[j][:, None, :], (B, R, lower[j].shape[1])).copy()
+             if alpha is None or alpha[j] is None else
+             np.where(np.isnan(alpha[j]), default_slope[j][:, None, :], np.clip(alpha[j], 0.0, 1.0)) for j in layers]
+    beta = [None if split[j] is None else np.zeros((B, R, lower[j].shape[1]))
+            if beta is None or beta[j] is None else np.maximum(beta[j], 0.0).astype(np.float64) for j in layers]
+    adam = _Adam()
+    best = np.full((B, R), -np.inf)
+    best_A, best_c = np.zeros((B, R, lo.shape[1])), np.zeros((B, R))
+    best_alpha = [a.copy() for a in alpha]
+    best_beta = [None if b is None else b.copy() for b in beta]
     n_steps = max(int(steps), 1)
     for step in range(n_steps):
         lam, const = W_rows, b_rows.astype(np.float64).copy()
         lams, lower_slopes = [None] * (top + 1), [None] * (top + 1)
         for j in range(top, -1, -1):
             lams[j] = lam
-            lower_slopes[j] = np.where(unstable[j], alpha[j], default_slope[j])
+            lower_slopes[j] = np.where(unstable[j], alpha[j], default_slope[j][:, None, :])
             pos, neg = np.maximum(lam, 0.0), np.minimum(lam, 0.0)
-            const = const + neg @ intercept[j]
-            lam = pos * lower_slopes[j] + neg * slope[j]
+            const = const + np.einsum("brn,bn->br", neg, intercept[j])
+            lam = pos * lower_slopes[j] + neg * slope[j][:, None, :]
+            if split[j] is not None:
+                lam = lam + beta[j] * split[j]
             const = const + lam @ net.hidden[j].b
-            lam = times_W(lam, net.hidden[j].W)
-        bound = const + np.maximum(lam, 0.0) @ lo + np.minimum(lam, 0.0) @ hi
+            lam = times_W(lam.reshape(B * R, -1), net.hidden[j].W).reshape(B, R, -1)
+        bound = const + np.einsum("brn,bn->br", np.maximum(lam, 0.0), lo) + np.einsum("brn,bn->br",
+                                                                                       np.minimum(lam, 0.0), hi)
         improved = bound > best
         best[improved], best_A[improved], best_c[improved] = bound[improved], lam[improved], const[improved]
+        for j in layers:
+            best_alpha[j][improved] = alpha[j][improved]
+            if beta[j] is not None:
+                best_beta[j][improved] = beta[j][improved]
         if step == n_steps - 1 or time.perf_counter() >= deadline:
             break
-        z = net.hidden[0].apply(np.where(lam > 0, lo, hi))        # the minimising corner of each row, forward
+        corners = np.where(lam > 0, lo[:, None, :], hi[:, None, :]).reshape(B * R, -1)
+        z = net.hidden[0].apply(corners).reshape(B, R, -1)   # the relaxed network, forward at each row's minimiser
+        gradients = []
         for j in layers:
-            grad = np.where(unstable[j], np.maximum(lams[j], 0.0) * z, 0.0)
-            m, v = moments[j]
-            m[:] = ADAM_BETAS[0] * m + (1 - ADAM_BETAS[0]) * grad
-            v[:] = ADAM_BETAS[1] * v + (1 - ADAM_BETAS[1]) * grad ** 2
-            m_hat, v_hat = m / (1 - ADAM_BETAS[0] ** (step + 1)), v / (1 - ADAM_BETAS[1] ** (step + 1))
-            alpha[j] = np.clip(alpha[j] + lr * m_hat / (np.sqrt(v_hat) + 1e-8), 0.0, 1.0)
+            gradients.append(np.where(unstable[j], np.maximum(lams[j], 0.0) * z, 0.0))
+            if split[j] is not None:
+                gradients.append(split[j] * z)
             if j < top:
-                a = np.where(lams[j] >= 0, lower_slopes[j] * z, slope[j] * z + intercept[j])
-                z = net.hidden[j + 1].apply(a)
-    return best, best_A, best_c
+                a = np.where(lams[j] >= 0, lower_slopes[j] * z,
+                             slope[j][:, None, :] * z + intercept[j][:, None, :])
+                z = net.hidden[j + 1].apply(a.reshape(B * R, -1)).reshape(B, R, -1)
+        steps_taken = adam.step(gradients)
+        k = 0
+        for j in layers:
+            alpha[j] = np.clip(alpha[j] + lr * steps_taken[k], 0.0, 1.0)
+            k += 1
+            if split[j] is not None:
+                beta[j] = np.maximum(beta[j] + lr_beta * steps_taken[k], 0.0)
+                k += 1
+    return RowBounds(best, best_A, best_c, step + 1, best_alpha, best_beta)
+
+
+class _Adam:
+    """Adam's normalised ascent directions for a list of arrays (one moment pair per array, created on first use)."""
+
+    def __init__(self):
+        self.moments = None
+        self.t = 0
+
+    def step(self, gradients: list) -> list:
+        """Return ``m_hat / (sqrt(v_hat) + eps)`` for each gradient (multiply by a learning rate and add)."""
+        if self.moments is None:
+            self.moments = [(np.zeros_like(g), np.zeros_like(g)) for g in gradients]
+        self.t += 1
+        b1, b2 = ADAM_BETAS
+        out = []
+        for g, (m, v) in zip(gradients, self.moments):
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * g * g
+            out.append((m / (1 - b1 ** self.t)) / (np.sqrt(v / (1 - b2 ** self.t)) + 1e-8))
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ class Verifier:
 
     def __init__(self, net: Network, time_limit: float | None = None, node_limit: int = 200_000,
                  solver: str = "auto", threads: int = 1, mip_fallback: bool = True, bound_method: str = "crown",
-                 alpha_steps: int = ALPHA_STEPS):
+                 alpha_steps: int = ALPHA_STEPS, node_bound: str = "beta"):
         self.net = net
         self.time_limit = time_limit
         self.node_limit = node_limit
@@ -93,6 +93,7 @@ class Verifier:
         self.mip_fallback = mip_fallback
         self.bound_method = bound_method
         self.alpha_steps = alpha_steps
+        self.node_bound = node_bound
         self.seeds: list[np.ndarray] = []
 
     def _remember(self, x: np.ndarray) -> None:
@@ -144,7 +145,8 @@ class Verifier:
             bab_deadline = start + BAB_SHARE * limit
         small = self.mip_fallback and root.n_unstable() <= MIP_HANDOFF_UNSTABLE
         node_limit = min(self.node_limit, MIP_HANDOFF_NODES) if small else self.node_limit
-        outcome = bab.branch_and_bound(self.net, lo, hi, c, deadline=bab_deadline, node_limit=node_limit, root=root)
+        outcome = bab.branch_and_bound(self.net, lo, hi, c, deadline=bab_deadline, node_limit=node_limit, root=root,
+                                       node_bound=self.node_bound)
         outcome.lower_bound = max(outcome.lower_bound, root_lower)
         stages.update(bab_seconds=outcome.seconds, bab_open_nodes=outcome.open_nodes, bab_lp_solves=outcome.lp_solves)
         if outcome.status == "not_robust" and is_counterexample(self.net, outcome.x, lo, hi, c):

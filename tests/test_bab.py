@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from explain_mnist.bab import NodeLP, branch_and_bound
-from explain_mnist.bounds import crown_bounds
+from explain_mnist.bab import NODE_BOUNDS, NodeLP, _settled, branch_and_bound
+from explain_mnist.bounds import crown_bounds, optimise_rows
 from explain_mnist.network import Affine, Network, ReLU
 from explain_mnist.verifier import MIP_MARGIN, Verifier
 
@@ -126,12 +126,13 @@ def test_decisions_within_1e_3_of_the_boundary(seed, side):
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_branch_and_bound_alone_equals_brute_force(seed):
+@pytest.mark.parametrize("node_bound", sorted(NODE_BOUNDS))
+def test_branch_and_bound_alone_equals_brute_force(seed, node_bound):
     net, lo, hi, c = random_case(2000 + seed)
     m_star = brute_min_margin(net, lo, hi, c)
     if abs(m_star) < 1e-6:
         pytest.skip("tie")
-    outcome = branch_and_bound(net, lo, hi, c)
+    outcome = branch_and_bound(net, lo, hi, c, node_bound=node_bound)
     assert outcome.status == ("robust" if m_star > 0 else "not_robust")
     if m_star > 0:
         assert 0 < outcome.lower_bound <= m_star + 1e-7
@@ -155,6 +156,94 @@ def test_node_lp_is_exact_on_a_fully_fixed_node():
         expected = pattern_min_margin(net, lo, hi, C[0], [(z > 0).astype(float) for z in pre])
         assert value == pytest.approx(expected, abs=1e-7)
         assert float(C[0] @ net.forward(point)) == pytest.approx(value, abs=1e-6)
+
+
+def test_unknown_node_bound_is_refused():
+    net, lo, hi, c = random_case(1)
+    with pytest.raises(ValueError, match="supported: beta, lp"):
+        branch_and_bound(net, lo, hi, c, node_bound="gamma")
+
+
+def random_node(rng, net, lo, hi, C):
+    """Return the phases, bounds and exact per-row minima of a random node (some neurons fixed) of the box."""
+    sizes = [a.n_out for a in net.hidden]
+    x = rng.uniform(lo, hi)
+    _, pre = net.forward(x, return_preactivations=True)
+    # fix a random subset of neurons to the phases of a point of the box, so the node is not empty
+    phases = [np.where(rng.uniform(size=z.shape[-1]) < 0.5, np.where(z.ravel() > 0, 1, -1), 0).astype(np.int8)
+              for z in pre]
+    bounds = crown_bounds(net, lo, hi, phases=phases)
+    exact = []
+    for r in C:
+        best = np.inf
+        free = [np.flatnonzero(p == 0) for p in phases]
+        for pattern in itertools.product([0, 1], repeat=sum(len(f) for f in free)):
+            bits = iter(pattern)
+            masks = [np.where(p == 0, 0.0, (p > 0).astype(float)) for p in phases]
+            for mask, f in zip(masks, free):
+                for i in f:
+                    mask[i] = next(bits)
+            best = min(best, pattern_min_margin(net, lo, hi, r, masks))
+        exact.append(best)
+    return phases, bounds, np.array(exact), sizes
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_beta_crown_node_bounds_are_sound_and_never_beat_the_node_lp(seed):
+    """At a node, beta-CROWN bounds every margin row by at most its exact minimum over the node's region
+    (brute force), for any start of the multipliers, and by at most the node LP's optimum (the relaxation
+    it converges to); from the default start it is never looser than CROWN's."""
+    rng = np.random.default_rng(6000 + seed)
+    n_in = int(rng.integers(2, 5))
+    net = random_net(rng, n_in, [int(rng.integers(2, 4)) for _ in range(int(rng.integers(1, 3)))], 3)
+    centre, radius = rng.uniform(-1, 1, n_in), rng.uniform(0.1, 1.0, n_in)
+    lo, hi = centre - radius, centre + radius
+    C = net.spec_matrix(int(net.predict(centre)))
+    phases, bounds, exact, sizes = random_node(rng, net, lo, hi, C)
+    W_rows = (C @ net.affines[-1].dense_W())[None]
+    b_rows = (C @ net.affines[-1].b)[None]
+    starts = [None, [rng.uniform(size=(1, len(C), n)) for n in sizes], [rng.uniform(0, 5, size=(1, len(C), n)) for n in sizes]]
+    crown = crown_bounds(net, lo, hi, phases=phases, C=C, prior=(bounds.lower, bounds.upper)).spec_lower[0]
+    node_lp = NodeLP(net, lo, hi, crown_bounds(net, lo, hi), C)
+    settled = _settled(phases, [l[0] for l in bounds.lower], [u[0] for u in bounds.upper])
+    lp = np.array([node_lp.minimum(settled, [u[0] for u in bounds.upper], r, [l[0] for l in bounds.lower])[0]
+                   for r in range(len(C))])
+    for alpha, beta in [(None, None), (starts[1], starts[2]), (starts[1], None)]:
+        rows = optimise_rows(net, lo, hi, bounds.lower, bounds.upper, W_rows, b_rows, phases=phases,
+                             steps=25, alpha=alpha, beta=beta)
+        assert np.all(rows.bound[0] <= exact + 1e-7)
+        assert np.all(rows.bound[0] <= lp + 1e-6)
+        # the returned linear function is a valid lower bound, and its minimum over the box is the bound
+        corner = np.where(rows.A[0] > 0, lo, hi)
+        assert np.allclose(np.einsum("rn,rn->r", rows.A[0], corner) + rows.c[0], rows.bound[0])
+        if alpha is None:
+            assert np.all(rows.bound[0] >= crown - 1e-9)
+
+
+def test_beta_crown_reaches_the_node_lp():
+    """With enough steps the split multipliers close most of the gap between CROWN and the node LP."""
+    gained, gap = 0.0, 0.0
+    for seed in range(20):
+        rng = np.random.default_rng(7000 + seed)
+        net = random_net(rng, 4, [5, 4], 3)
+        lo, hi = rng.uniform(-1, 0, 4), rng.uniform(0, 1, 4)
+        C = net.spec_matrix(int(net.predict((lo + hi) / 2)))
+        phases = [np.zeros(5, dtype=np.int8), np.zeros(4, dtype=np.int8)]
+        x = rng.uniform(lo, hi)
+        _, pre = net.forward(x, return_preactivations=True)
+        phases[0][:2] = np.where(pre[0].ravel()[:2] > 0, 1, -1)
+        bounds = crown_bounds(net, lo, hi, phases=phases, C=C)
+        if bounds.infeasible[0]:
+            continue
+        node_lp = NodeLP(net, lo, hi, crown_bounds(net, lo, hi), C)
+        L, U = [l[0] for l in bounds.lower], [u[0] for u in bounds.upper]
+        lp = np.array([node_lp.minimum(_settled(phases, L, U), U, r, L)[0] for r in range(len(C))])
+        rows = optimise_rows(net, lo, hi, bounds.lower, bounds.upper, (C @ net.affines[-1].W)[None],
+                             (C @ net.affines[-1].b)[None], phases=phases, steps=300)
+        gained += float(np.sum(rows.bound[0] - bounds.spec_lower[0]))
+        gap += float(np.sum(lp - bounds.spec_lower[0]))
+    assert gap > 0
+    assert gained >= 0.9 * gap
 
 
 @pytest.mark.parametrize("seed", range(30))
