@@ -16,11 +16,14 @@ bounded over many nodes at once by CROWN with the nodes' phases fixed
   counterexample, checked by the forward pass;
 - the open rows of all nodes of the batch are then bounded at once by
   beta-CROWN (`bounds.optimise_rows`, node bound "beta"): per row, lower slopes
-  and one multiplier per split constraint, improved for `BETA_STEPS` projected
-  Adam steps from the parent's values (each node keeps its rows' multipliers as
-  its children's warm start). Its optimum is the node LP's, at a fraction of
-  the cost on deep nets (measured: 256x4 mnistfc prop_0_0.03, 271 nodes in 4 s
-  against 215 nodes in 13 s with node LPs). Its minimising corners are
+  and multipliers of the node's neuron bounds (its splits among them), improved
+  for `BETA_STEPS_PER_LAYER` projected Adam steps per hidden layer from the
+  parent's values (each node keeps its rows' multipliers as its children's warm
+  start). Its optimum is the node LP's, at a fraction of the cost on deep nets
+  (measured on 256x4 mnistfc: prop_0_0.03 in 4-5 s and about 200 nodes, against
+  13 s and 215 nodes with node LPs; prop_10_0.05 in 14 s against 25 s; with 20
+  steps instead of 40 the bounds were too loose and prop_10_0.05 took over 4,000
+  nodes). Its minimising corners are
   candidate counterexamples too. Node bound "lp" minimises each open row by
   an LP instead (`NodeLP`: the triangle relaxation with the node's splits as
   exact constraints, its bound certified from the duals; the LP's minimiser is
@@ -54,7 +57,7 @@ from explain_mnist.bounds import Bounds, crown_bounds, optimise_rows, spec_coeff
 from explain_mnist.network import Network
 
 BATCH_NODES = 32
-BETA_STEPS = 20   # projected Adam steps of beta-CROWN per batch of nodes
+BETA_STEPS_PER_LAYER = 10   # projected Adam steps of beta-CROWN per batch of nodes, per hidden layer
 PROOF_TOLERANCE = 1e-9  # a margin bound proves the margin positive only above this (floating-point rounding)
 
 
@@ -80,7 +83,7 @@ class _Node:
     lower: list = None   # the parent's neuron bounds, valid on this node's region (a subset of the parent's)
     upper: list = None
     row_bounds: np.ndarray = None   # the parent's margin bounds, valid here for the same reason
-    warm: dict = None   # open row -> (alpha, beta) per layer: the parent's beta-CROWN multipliers, a warm start
+    warm: dict = None   # open row -> (alpha, nu) per layer: the parent's beta-CROWN multipliers, a warm start
 
 
 class NodeLP:
@@ -191,7 +194,7 @@ def _split_choice(lower: list, upper: list, lam: list, phases: list):
     return choice
 
 
-NODE_BOUNDS = {"beta": BETA_STEPS, "lp": 0}   # node bound -> beta-CROWN steps (0: a node LP per open row)
+NODE_BOUNDS = {"beta": BETA_STEPS_PER_LAYER, "lp": 0}   # node bound -> beta-CROWN steps per hidden layer (0: node LPs)
 
 
 def _settled(phases: list, lower: list, upper: list) -> list:
@@ -227,7 +230,7 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
     nodes = 0
     closed_lower = np.inf  # the smallest margin bound that closed a node
     node_lp = None
-    beta_steps = NODE_BOUNDS[node_bound]
+    beta_steps = NODE_BOUNDS[node_bound] * len(sizes)
 
     def outcome(status, x=None):
         open_bound = min((node.bound for node in heap), default=np.inf)
@@ -261,15 +264,15 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
         warm = [None] * len(taken)
         if beta_steps and idx.size:
             node_of, row_of = np.nonzero(open_rows)
-            alpha0, beta0 = _warm_start(taken, node_of, row_of, bounds.lower)
+            alpha0, nu0 = _warm_start_from([node.warm for node in taken], node_of, row_of, bounds.lower)
             rows = optimise_rows(net, lo, hi, [l[node_of] for l in bounds.lower], [u[node_of] for u in bounds.upper],
                                  W_spec[row_of][:, None, :], b_spec[row_of][:, None],
                                  phases=[p[node_of] for p in phases], steps=beta_steps,
-                                 deadline=np.inf if deadline is None else deadline, alpha=alpha0, beta=beta0)
+                                 deadline=np.inf if deadline is None else deadline, alpha=alpha0, nu=nu0)
             warm = [{} for _ in taken]
             for pair, (i, r) in enumerate(zip(node_of, row_of)):
                 warm[i][r] = ([a[pair, 0].astype(np.float32) for a in rows.alpha],
-                              [None if b is None else b[pair, 0].astype(np.float32) for b in rows.beta])
+                              [v[pair, 0].astype(np.float32) for v in rows.nu])
             lower[node_of, row_of] = np.maximum(lower[node_of, row_of], rows.bound[:, 0])
             x = counterexample(rows.A[:, 0])
             if x is not None:
@@ -328,19 +331,19 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
     return outcome("robust")
 
 
-def _warm_start(taken: list, node_of: np.ndarray, row_of: np.ndarray, lower: list):
-    """Return per-layer ``(P, 1, n_j)`` starts of alpha and beta for the (node, row) pairs (NaN alpha: default)."""
-    if not any(node.warm for node in taken):
+def _warm_start_from(warm: list, node_of: np.ndarray, row_of: np.ndarray, lower: list):
+    """Return per-layer ``(P, 1, n_j)`` starts of alpha and nu for the (node, row) pairs (NaN alpha: default).
+
+    ``warm[i]`` is node i's dict: row -> (alpha, nu) per layer, or None.
+    """
+    if not any(warm):
         return None, None
-    n_layers = len(lower)
     alpha = [np.full((node_of.size, 1, l.shape[1]), np.nan) for l in lower]
-    beta = [np.zeros((node_of.size, 1, l.shape[1])) for l in lower]
+    nu = [np.zeros((node_of.size, 1, l.shape[1])) for l in lower]
     for pair, (i, r) in enumerate(zip(node_of, row_of)):
-        start = taken[i].warm.get(r) if taken[i].warm else None
-        if start is None:
-            continue
-        for k in range(n_layers):
-            alpha[k][pair, 0] = start[0][k]
-            if start[1][k] is not None:
-                beta[k][pair, 0] = start[1][k]
-    return alpha, beta
+        start = warm[i].get(r) if warm[i] else None
+        if start is not None:
+            for k in range(len(lower)):
+                alpha[k][pair, 0] = start[0][k]
+                nu[k][pair, 0] = start[1][k]
+    return alpha, nu

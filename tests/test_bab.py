@@ -202,15 +202,15 @@ def test_beta_crown_node_bounds_are_sound_and_never_beat_the_node_lp(seed):
     phases, bounds, exact, sizes = random_node(rng, net, lo, hi, C)
     W_rows = (C @ net.affines[-1].dense_W())[None]
     b_rows = (C @ net.affines[-1].b)[None]
-    starts = [None, [rng.uniform(size=(1, len(C), n)) for n in sizes], [rng.uniform(0, 5, size=(1, len(C), n)) for n in sizes]]
+    starts = [None, [rng.uniform(size=(1, len(C), n)) for n in sizes], [rng.uniform(-5, 5, size=(1, len(C), n)) for n in sizes]]
     crown = crown_bounds(net, lo, hi, phases=phases, C=C, prior=(bounds.lower, bounds.upper)).spec_lower[0]
     node_lp = NodeLP(net, lo, hi, crown_bounds(net, lo, hi), C)
     settled = _settled(phases, [l[0] for l in bounds.lower], [u[0] for u in bounds.upper])
     lp = np.array([node_lp.minimum(settled, [u[0] for u in bounds.upper], r, [l[0] for l in bounds.lower])[0]
                    for r in range(len(C))])
-    for alpha, beta in [(None, None), (starts[1], starts[2]), (starts[1], None)]:
+    for alpha, nu in [(None, None), (starts[1], starts[2]), (starts[1], None)]:
         rows = optimise_rows(net, lo, hi, bounds.lower, bounds.upper, W_rows, b_rows, phases=phases,
-                             steps=25, alpha=alpha, beta=beta)
+                             steps=25, alpha=alpha, nu=nu)
         assert np.all(rows.bound[0] <= exact + 1e-7)
         assert np.all(rows.bound[0] <= lp + 1e-6)
         # the returned linear function is a valid lower bound, and its minimum over the box is the bound
