@@ -174,7 +174,7 @@ def interval_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, phases=None, C
 
 
 def crown_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, phases=None, C=None, alpha=None,
-                 prior=None) -> Bounds:
+                 prior=None, fresh_from=None) -> Bounds:
     """Return linear-relaxation (CROWN) bounds of every hidden pre-activation, and of ``C @ logits`` if given.
 
     ``alpha`` (optional): one array per hidden layer, ``(n_k,)`` or ``(B, n_k)`` in [0, 1],
@@ -182,7 +182,10 @@ def crown_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, phases=None, C=No
     (optional): ``(lower, upper)``, per-layer bounds already known to hold on the
     boxes (e.g. a branch-and-bound parent's); each layer's bounds are intersected
     with them before they relax the next layers, and neurons they already settle are
-    not back-substituted.
+    not back-substituted. ``fresh_from`` (optional, with ``prior``): per box, the first
+    hidden layer worth re-bounding; below it the box keeps its prior bounds (clipped by its
+    phases). A branch-and-bound child whose one new split is in layer k has nothing new
+    below layer k + 1: CROWN bounds of a layer do not depend on the phases of later layers.
     """
     start = time.perf_counter()
     lo, hi = _broadcast_boxes(lo, hi, phases, C, alpha)
@@ -195,6 +198,8 @@ def crown_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, phases=None, C=No
         _batched_layers(prior[0], net, n_boxes, "prior lower bounds"),
         _batched_layers(prior[1], net, n_boxes, "prior upper bounds"))
     C = None if C is None else _batched_spec(net, C, n_boxes)
+    fresh_from = np.zeros(n_boxes, dtype=int) if fresh_from is None or prior is None else \
+        np.broadcast_to(np.asarray(fresh_from, dtype=int), (n_boxes,))
     widest = max([net.n_inputs] + [a.n_out for a in net.affines])
     rows = max([a.n_out for a in net.hidden] + [0 if C is None else C.shape[1]])
     chunk = max(1, MAX_BACKSUB_ENTRIES // max(1, 2 * rows * widest))
@@ -203,7 +208,7 @@ def crown_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, phases=None, C=No
         sl = slice(s, s + chunk)
         parts.append(_crown_chunk(net, lo[sl], hi[sl], _slice_layers(phases, sl), None if C is None else C[sl],
                                   _slice_layers(alpha, sl), _slice_layers(prior_lower, sl),
-                                  _slice_layers(prior_upper, sl)))
+                                  _slice_layers(prior_upper, sl), fresh_from[sl]))
     result = _concatenate(parts, "crown")
     result.seconds = time.perf_counter() - start
     return result
@@ -322,8 +327,9 @@ def compute_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, method: str = "
 # CROWN internals
 
 
-def _crown_chunk(net, lo, hi, phases, C, alpha, prior_lower=None, prior_upper=None) -> Bounds:
+def _crown_chunk(net, lo, hi, phases, C, alpha, prior_lower=None, prior_upper=None, fresh_from=None) -> Bounds:
     n_boxes = lo.shape[0]
+    fresh_from = np.zeros(n_boxes, dtype=int) if fresh_from is None else fresh_from
     infeasible = np.zeros(n_boxes, dtype=bool)
     lower, upper, relaxations = [], [], []
     act_lo, act_hi = lo, hi
@@ -331,14 +337,17 @@ def _crown_chunk(net, lo, hi, phases, C, alpha, prior_lower=None, prior_upper=No
         l, u = affine_interval(affine.W, affine.b, act_lo, act_hi)
         if prior_lower is not None:
             l, u = np.maximum(l, prior_lower[k]), np.minimum(u, prior_upper[k])
-        rows = np.flatnonzero(((l < 0) & (u > 0)).any(axis=0)) if k > 0 else np.empty(0, dtype=int)
+        boxes = np.flatnonzero(fresh_from <= k)
+        rows = np.flatnonzero(((l[boxes] < 0) & (u[boxes] > 0)).any(axis=0)) if k > 0 else np.empty(0, dtype=int)
         if rows.size:
             W_rows = _dense_rows(affine.W, rows)
-            lam = np.broadcast_to(W_rows, (n_boxes,) + W_rows.shape)
-            const = np.broadcast_to(affine.b[rows], (n_boxes, rows.size))
-            bound = _two_sided(net, relaxations, k - 1, lam, const, lo, hi)[2]
-            l[:, rows] = np.maximum(l[:, rows], bound[:, :rows.size])
-            u[:, rows] = np.minimum(u[:, rows], -bound[:, rows.size:])
+            lam = np.broadcast_to(W_rows, (boxes.size,) + W_rows.shape)
+            const = np.broadcast_to(affine.b[rows], (boxes.size, rows.size))
+            some = [tuple(part[boxes] for part in relaxation) for relaxation in relaxations] \
+                if boxes.size < n_boxes else relaxations
+            bound = _two_sided(net, some, k - 1, lam, const, lo[boxes], hi[boxes])[2]
+            l[np.ix_(boxes, rows)] = np.maximum(l[np.ix_(boxes, rows)], bound[:, :rows.size])
+            u[np.ix_(boxes, rows)] = np.minimum(u[np.ix_(boxes, rows)], -bound[:, rows.size:])
         l, u = apply_phases(l, u, _layer(phases, k))
         u, bad = _settle_crossings(l, u)
         infeasible |= bad
@@ -495,7 +504,8 @@ class RowBounds:
 
 def optimise_rows(net: Network, lo: np.ndarray, hi: np.ndarray, lower: list, upper: list, W_rows: np.ndarray,
                   b_rows: np.ndarray, phases=None, steps: int = ALPHA_STEPS, lr: float = ALPHA_LR,
-                  lr_nu: float = NU_LR, deadline: float = np.inf, alpha=None, nu=None) -> RowBounds:
+                  lr_nu: float = NU_LR, deadline: float = np.inf, alpha=None, nu=None,
+                  stop_above: float | None = None, dtype=np.float64) -> RowBounds:
     """Return the best alpha-beta-CROWN lower bounds (`RowBounds`) of ``W_rows . a_top + b_rows`` over B boxes.
 
     ``lower``/``upper``: per hidden layer ``0..top``, ``(B, n_j)`` bounds valid on each box's
@@ -517,7 +527,10 @@ def optimise_rows(net: Network, lo: np.ndarray, hi: np.ndarray, lower: list, upp
     slowly: 0.617 against 0.645 after 20 steps at a 256x4 node whose LP value is 0.650). Each row keeps the best bound any step
     reached; ``deadline`` stops early. ``alpha`` and ``nu`` (optional, per layer ``(B, R, n_j)``,
     a NaN alpha entry meaning the default slope) start the ascent, e.g. from a parent node's
-    result: any start is sound.
+    result: any start is sound. With ``stop_above``, a box whose rows all reach a bound above it
+    leaves the ascent (its work is done). With ``dtype=np.float32`` the ascent runs in single
+    precision (about twice as fast) and the bounds returned come from one double-precision pass
+    with the best multipliers, so they are as sound as in double precision.
     """
     lo, hi = np.atleast_2d(lo), np.atleast_2d(hi)
     B, R = b_rows.shape
@@ -528,59 +541,93 @@ def optimise_rows(net: Network, lo: np.ndarray, hi: np.ndarray, lower: list, upp
     unstable = [((lower[j] < 0) & (upper[j] > 0) & (True if phase[j] is None else phase[j] == 0))[:, None, :]
                 for j in layers]
     bounded = [~unstable[j] & np.isfinite(lower[j])[:, None, :] & np.isfinite(upper[j])[:, None, :] for j in layers]
-    l_fin = [np.where(np.isfinite(lower[j]), lower[j], 0.0)[:, None, :] for j in layers]
-    u_fin = [np.where(np.isfinite(upper[j]), upper[j], 0.0)[:, None, :] for j in layers]
     alpha = [np.broadcast_to(default_slope[j][:, None, :], (B, R, lower[j].shape[1])).copy()
              if alpha is None or alpha[j] is None else
              np.where(np.isnan(alpha[j]), default_slope[j][:, None, :], np.clip(alpha[j], 0.0, 1.0)) for j in layers]
     nu = [np.zeros((B, R, lower[j].shape[1])) if nu is None or nu[j] is None
           else np.where(bounded[j], nu[j], 0.0) for j in layers]
-    # nu = g_hi - g_lo with g_hi >= 0 the multiplier of z <= u and g_lo >= 0 that of z >= l, each projected
-    g_hi = [np.maximum(v, 0.0) for v in nu]
-    g_lo = [np.maximum(-v, 0.0) for v in nu]
-    adam = _Adam()
     best = np.full((B, R), -np.inf)
     best_A, best_c = np.zeros((B, R, lo.shape[1])), np.zeros((B, R))
     best_alpha = [a.copy() for a in alpha]
     best_nu = [v.copy() for v in nu]
+
+    def per_box(*arrays):
+        return [np.ascontiguousarray(a, dtype=dtype) for a in arrays]
+    # the state of the boxes still in the ascent, in the working precision; `active` maps it to the B boxes
+    active = np.arange(B)
+    Ws = [a.W.astype(dtype) for a in net.hidden[:top + 1]]
+    bs = [a.b.astype(dtype) for a in net.hidden[:top + 1]]
+    state = dict(
+        W_rows=per_box(np.broadcast_to(W_rows, (B, R, W_rows.shape[-1])))[0], b_rows=per_box(b_rows)[0],
+        lo=per_box(np.broadcast_to(lo, (B, lo.shape[1])))[0], hi=per_box(np.broadcast_to(hi, (B, hi.shape[1])))[0],
+        default_slope=per_box(*[d[:, None, :] for d in default_slope]), slope=per_box(*[t[:, None, :] for t in slope]),
+        intercept=per_box(*[t[:, None, :] for t in intercept]), unstable=list(unstable), bounded=list(bounded),
+        l_fin=per_box(*[np.where(np.isfinite(l), l, 0.0)[:, None, :] for l in lower]),
+        u_fin=per_box(*[np.where(np.isfinite(u), u, 0.0)[:, None, :] for u in upper]),
+        alpha=per_box(*alpha),
+        # nu = g_hi - g_lo with g_hi >= 0 the multiplier of z <= u and g_lo >= 0 that of z >= l, each projected
+        g_hi=per_box(*[np.maximum(v, 0.0) for v in nu]), g_lo=per_box(*[np.maximum(-v, 0.0) for v in nu]))
+    adam = _Adam()
     n_steps = max(int(steps), 1)
+    step = 0
     for step in range(n_steps):
-        lam, const = W_rows, b_rows.astype(np.float64).copy()
+        S = state
+        n = active.size
+        lam, const = S["W_rows"], S["b_rows"].copy()
         lams, lower_slopes = [None] * (top + 1), [None] * (top + 1)
         for j in range(top, -1, -1):
             lams[j] = lam
-            lower_slopes[j] = np.where(unstable[j], alpha[j], default_slope[j][:, None, :])
+            lower_slopes[j] = np.where(S["unstable"][j], S["alpha"][j], S["default_slope"][j])
             pos, neg = np.maximum(lam, 0.0), np.minimum(lam, 0.0)
-            const = const + np.einsum("brn,bn->br", neg, intercept[j])
-            const = const + (g_lo[j] * l_fin[j] - g_hi[j] * u_fin[j]).sum(axis=2)
-            lam = pos * lower_slopes[j] + neg * slope[j][:, None, :] + g_hi[j] - g_lo[j]
-            const = const + lam @ net.hidden[j].b
-            lam = times_W(lam.reshape(B * R, -1), net.hidden[j].W).reshape(B, R, -1)
-        bound = const + np.einsum("brn,bn->br", np.maximum(lam, 0.0), lo) + np.einsum("brn,bn->br",
-                                                                                       np.minimum(lam, 0.0), hi)
-        improved = bound > best
-        best[improved], best_A[improved], best_c[improved] = bound[improved], lam[improved], const[improved]
+            const = const + (neg * S["intercept"][j]).sum(axis=2)
+            const = const + (S["g_lo"][j] * S["l_fin"][j] - S["g_hi"][j] * S["u_fin"][j]).sum(axis=2)
+            lam = pos * lower_slopes[j] + neg * S["slope"][j] + S["g_hi"][j] - S["g_lo"][j]
+            const = const + lam @ bs[j]
+            lam = times_W(lam.reshape(n * R, -1), Ws[j]).reshape(n, R, -1)
+        bound = const + np.einsum("brn,bn->br", np.maximum(lam, 0.0), S["lo"]) + np.einsum(
+            "brn,bn->br", np.minimum(lam, 0.0), S["hi"])
+        improved = bound > best[active]
+        rows_of, cols_of = np.nonzero(improved)
+        target = (active[rows_of], cols_of)
+        best[target], best_A[target], best_c[target] = bound[improved], lam[improved], const[improved]
         for j in layers:
-            best_alpha[j][improved] = alpha[j][improved]
-            best_nu[j][improved] = (g_hi[j] - g_lo[j])[improved]
+            best_alpha[j][target] = S["alpha"][j][improved]
+            best_nu[j][target] = (S["g_hi"][j] - S["g_lo"][j])[improved]
         if step == n_steps - 1 or time.perf_counter() >= deadline:
             break
-        corners = np.where(lam > 0, lo[:, None, :], hi[:, None, :]).reshape(B * R, -1)
-        z = net.hidden[0].apply(corners).reshape(B, R, -1)   # the relaxed network, forward at each row's minimiser
+        if stop_above is not None:
+            going = np.flatnonzero(~(best[active] > stop_above).all(axis=1))
+            if going.size == 0:
+                break
+            if going.size < n:
+                active = active[going]
+                state = {k: (v[going] if isinstance(v, np.ndarray) else [a[going] for a in v]) for k, v in S.items()}
+                adam.keep(going)
+                S, n = state, going.size
+                lams = [l[going] for l in lams]
+                lower_slopes = [l[going] for l in lower_slopes]
+                lam = lam[going]
+        corners = np.where(lam > 0, S["lo"][:, None, :], S["hi"][:, None, :]).reshape(n * R, -1)
+        z = times_W(corners, Ws[0].T).reshape(n, R, -1) + bs[0]   # the relaxed network, forward at each minimiser
         gradients = []
         for j in layers:
-            gradients.append(np.where(unstable[j], np.maximum(lams[j], 0.0) * z, 0.0))
-            gradients.append(np.where(bounded[j], z - u_fin[j], 0.0))
-            gradients.append(np.where(bounded[j], l_fin[j] - z, 0.0))
+            gradients.append(np.where(S["unstable"][j], np.maximum(lams[j], 0.0) * z, 0.0))
+            gradients.append(np.where(S["bounded"][j], z - S["u_fin"][j], 0.0))
+            gradients.append(np.where(S["bounded"][j], S["l_fin"][j] - z, 0.0))
             if j < top:
-                a = np.where(lams[j] >= 0, lower_slopes[j] * z,
-                             slope[j][:, None, :] * z + intercept[j][:, None, :])
-                z = net.hidden[j + 1].apply(a.reshape(B * R, -1)).reshape(B, R, -1)
+                a = np.where(lams[j] >= 0, lower_slopes[j] * z, S["slope"][j] * z + S["intercept"][j])
+                z = times_W(a.reshape(n * R, -1), Ws[j + 1].T).reshape(n, R, -1) + bs[j + 1]
         steps_taken = adam.step(gradients)
         for j in layers:
-            alpha[j] = np.clip(alpha[j] + lr * steps_taken[3 * j], 0.0, 1.0)
-            g_hi[j] = np.maximum(g_hi[j] + lr_nu * steps_taken[3 * j + 1], 0.0)
-            g_lo[j] = np.maximum(g_lo[j] + lr_nu * steps_taken[3 * j + 2], 0.0)
+            S["alpha"][j] = np.clip(S["alpha"][j] + lr * steps_taken[3 * j], 0.0, 1.0)
+            g_hi = np.maximum(S["g_hi"][j] + lr_nu * steps_taken[3 * j + 1], 0.0)
+            g_lo = np.maximum(S["g_lo"][j] + lr_nu * steps_taken[3 * j + 2], 0.0)
+            both = np.minimum(g_hi, g_lo)   # l <= u: dropping the common part never lowers the bound
+            S["g_hi"][j], S["g_lo"][j] = g_hi - both, g_lo - both
+    if np.dtype(dtype) != np.float64:
+        exact = optimise_rows(net, lo, hi, lower, upper, W_rows, b_rows, phases=phases, steps=1,
+                              alpha=best_alpha, nu=best_nu)
+        return RowBounds(exact.bound, exact.A, exact.c, step + 1, best_alpha, best_nu)
     return RowBounds(best, best_A, best_c, step + 1, best_alpha, best_nu)
 
 
@@ -590,6 +637,11 @@ class _Adam:
     def __init__(self):
         self.moments = None
         self.t = 0
+
+    def keep(self, idx: np.ndarray) -> None:
+        """Keep the moments of the boxes ``idx`` only (the leading axis of every array)."""
+        if self.moments is not None:
+            self.moments = [(m[idx], v[idx]) for m, v in self.moments]
 
     def step(self, gradients: list) -> list:
         """Return ``m_hat / (sqrt(v_hat) + eps)`` for each gradient (multiply by a learning rate and add)."""

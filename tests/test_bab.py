@@ -208,16 +208,21 @@ def test_beta_crown_node_bounds_are_sound_and_never_beat_the_node_lp(seed):
     settled = _settled(phases, [l[0] for l in bounds.lower], [u[0] for u in bounds.upper])
     lp = np.array([node_lp.minimum(settled, [u[0] for u in bounds.upper], r, [l[0] for l in bounds.lower])[0]
                    for r in range(len(C))])
-    for alpha, nu in [(None, None), (starts[1], starts[2]), (starts[1], None)]:
+    for alpha, nu, options in [(None, None, {}), (starts[1], starts[2], {}), (starts[1], None, {}),
+                               (None, None, dict(dtype=np.float32, stop_above=0.0))]:
         rows = optimise_rows(net, lo, hi, bounds.lower, bounds.upper, W_rows, b_rows, phases=phases,
-                             steps=25, alpha=alpha, nu=nu)
+                             steps=25, alpha=alpha, nu=nu, **options)
         assert np.all(rows.bound[0] <= exact + 1e-7)
         assert np.all(rows.bound[0] <= lp + 1e-6)
         # the returned linear function is a valid lower bound, and its minimum over the box is the bound
         corner = np.where(rows.A[0] > 0, lo, hi)
         assert np.allclose(np.einsum("rn,rn->r", rows.A[0], corner) + rows.c[0], rows.bound[0])
         if alpha is None:
-            assert np.all(rows.bound[0] >= crown - 1e-9)
+            assert np.all(rows.bound[0] >= crown - 1e-6)
+        # the multipliers returned reproduce the bound in one double-precision pass
+        again = optimise_rows(net, lo, hi, bounds.lower, bounds.upper, W_rows, b_rows, phases=phases, steps=1,
+                              alpha=rows.alpha, nu=rows.nu)
+        assert np.allclose(again.bound, rows.bound, atol=1e-9)
 
 
 def test_beta_crown_reaches_the_node_lp():
