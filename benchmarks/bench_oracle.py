@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 CONFIGS = {  # the product's verifier, and the baseline it is compared with on the same queries
     "default": dict(),
-    "bab_only": dict(mip_fallback=False),
+    "baseline": dict(node_bound="lp"),
 }
 
 
@@ -61,8 +61,8 @@ def deletion_queries(net, x0, chunk, pbar):
         verdict = verdicts["default"]
         records.append({"seconds": verdict.seconds, "verdict": verdict.verdict, "method": verdict.method,
                         "nodes": verdict.nodes, "freed": int(trial.sum()),
-                        "baseline_seconds": verdicts["bab_only"].seconds, "baseline_method": verdicts["bab_only"].method,
-                        "baseline_nodes": verdicts["bab_only"].nodes})
+                        "baseline_seconds": verdicts["baseline"].seconds, "baseline_method": verdicts["baseline"].method,
+                        "baseline_nodes": verdicts["baseline"].nodes})
         pbar.update(1)
         if verdict.verdict == "robust":
             free = trial
@@ -116,8 +116,9 @@ def report(rows, args):
     command = f"OMP_NUM_THREADS=1 python benchmarks/bench_oracle.py --model {args.model} --chunk {args.chunk} " + \
         (f"--indices {args.indices}" if args.indices else f"--images {args.images}")
     lines = [f"## The verifier as explanation oracle ({args.model})", "", args.machine, f"Command: `{command}`. "
-             "Each query is answered by the product's verifier (bound, attack, branch-and-bound, MIP hand-off for "
-             "small nets) and, as the baseline in the same process, by branch-and-bound alone (`mip_fallback=False`); "
+             "Each query is answered by the product's verifier (bound, attack, branch-and-bound with beta-CROWN node "
+             "bounds) and, as the baseline in the same process, by the same verifier with a node LP per open node "
+             "(`node_bound=\"lp\"`); "
              "the chunked deletion search is only a load generator, not the product's explanation algorithm.", "",
              f"{len(times)} queries over {len(rows)} images: median {np.median(times):.2f} ms, "
              f"90th percentile {np.percentile(times, 90):.2f} ms, max {times.max():.1f} ms, total {times.sum() / 1000:.1f} s "

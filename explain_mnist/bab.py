@@ -23,12 +23,12 @@ bounded over many nodes at once by CROWN with the nodes' phases fixed
   for `BETA_STEPS_PER_LAYER` projected Adam steps per hidden layer from the
   parent's values (each node keeps its rows' multipliers as its children's warm
   start), in single precision with the final bounds from one double-precision
-  pass, and with the nodes whose rows are all proved leaving the ascent early. Its optimum is the node LP's, at a fraction of the cost on deep nets
-  (measured on 256x4 mnistfc: prop_0_0.03 in 4-5 s and about 200 nodes, against
-  13 s and 215 nodes with node LPs; prop_10_0.05 in 14 s against 25 s; with 20
-  steps instead of 40 the bounds were too loose and prop_10_0.05 took over 4,000
-  nodes). Its minimising corners are
-  candidate counterexamples too. Node bound "lp" minimises each open row by
+  pass, and with the nodes whose rows are all proved leaving the ascent early.
+  Its optimum is the node LP's, at a fraction of the cost on deep nets
+  (measured on 256x4 mnistfc: prop_0_0.03 in 3 s and 167 nodes, against 13 s
+  and 213 nodes with node LPs; prop_10_0.05 in 8 s against 24 s; with 20 steps
+  instead of 40 the bounds were too loose and prop_10_0.05 took over 4,000
+  nodes). Its minimising corners are candidate counterexamples too. Node bound "lp" minimises each open row by
   an LP instead (`NodeLP`: the triangle relaxation with the node's splits as
   exact constraints, its bound certified from the duals; the LP's minimiser is
   a candidate counterexample, re-checked by the forward pass). A node with

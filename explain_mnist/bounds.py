@@ -524,7 +524,8 @@ def optimise_rows(net: Network, lo: np.ndarray, hi: np.ndarray, lower: list, upp
     bound with Danskin gradients, as in `alpha_tighten`, ``nu`` as the difference of two
     multipliers ``g_hi, g_lo >= 0`` of ``z <= u`` and ``z >= l``: ``d bound / d g_hi = zhat - u``,
     ``d bound / d g_lo = l - zhat`` (a free ``nu`` oscillated around 0 and converged more
-    slowly: 0.617 against 0.645 after 20 steps at a 256x4 node whose LP value is 0.650). Each row keeps the best bound any step
+    slowly: 0.617 against 0.645 after 20 steps at a 256x4 node whose LP value is 0.650). Each row
+    keeps the best bound any step
     reached; ``deadline`` stops early. ``alpha`` and ``nu`` (optional, per layer ``(B, R, n_j)``,
     a NaN alpha entry meaning the default slope) start the ascent, e.g. from a parent node's
     result: any start is sound. With ``stop_above``, a box whose rows all reach a bound above it

@@ -28,10 +28,9 @@ Order of work, cheapest first:
    against 0.4 s, so it is not used;
 4. the MIP of "Exact core" for what branch-and-bound left open (``"mip"``), with
    the last quarter of a time limit (`BAB_SHARE`) or, without one, once the node
-   budget is spent. When the root leaves at most `MIP_HANDOFF_UNSTABLE` unstable
-   neurons (a MIP with that few binaries is easy for a solver, while
-   branch-and-bound may need thousands of nodes, e.g. 7 s on 20 neurons), the
-   node budget is `MIP_HANDOFF_NODES`.
+   budget is spent. (Small nets used to hand over to the MIP after 500 nodes;
+   with beta-CROWN node bounds that hand-off made the twoclass oracle benchmark
+   2.3x slower, 346 s against 150 s for branch-and-bound alone, so it is gone.)
 
 A point counts as a counterexample only if it lies in the box and the forward
 pass puts it in another class. Bounds and branch-and-bound prove a margin > 0
@@ -55,8 +54,6 @@ MIP_MARGIN = 1e-6  # the MIP's proof: no input with a margin <= -MIP_MARGIN (its
 BAB_SHARE = 0.75  # of a time limit for branch-and-bound; the MIP gets the rest of it
 ALPHA_MAX_SECONDS = 20.0    # alpha-CROWN at the root of a net with 2+ hidden layers: at most this long ...
 ALPHA_SHARE = 0.1           # ... and this share of a time limit
-MIP_HANDOFF_UNSTABLE = 64   # at most this many unstable neurons at the root: the MIP is small, so ...
-MIP_HANDOFF_NODES = 500     # ... branch-and-bound hands over to it after this many nodes
 
 
 @dataclass
@@ -143,10 +140,8 @@ class Verifier:
         bab_deadline = deadline
         if self.mip_fallback and limit is not None:
             bab_deadline = start + BAB_SHARE * limit
-        small = self.mip_fallback and root.n_unstable() <= MIP_HANDOFF_UNSTABLE
-        node_limit = min(self.node_limit, MIP_HANDOFF_NODES) if small else self.node_limit
-        outcome = bab.branch_and_bound(self.net, lo, hi, c, deadline=bab_deadline, node_limit=node_limit, root=root,
-                                       node_bound=self.node_bound)
+        outcome = bab.branch_and_bound(self.net, lo, hi, c, deadline=bab_deadline, node_limit=self.node_limit,
+                                       root=root, node_bound=self.node_bound)
         outcome.lower_bound = max(outcome.lower_bound, root_lower)
         stages.update(bab_seconds=outcome.seconds, bab_open_nodes=outcome.open_nodes, bab_lp_solves=outcome.lp_solves)
         if outcome.status == "not_robust" and is_counterexample(self.net, outcome.x, lo, hi, c):

@@ -278,20 +278,3 @@ def test_with_and_without_alpha_root_decides_near_the_boundary(seed, side, alpha
         pytest.skip("the shift changed the centre's class")
     verdict = Verifier(shifted, mip_fallback=False, alpha_steps=alpha_steps).verify(lo, hi, c)
     check_verdict(shifted, lo, hi, c, side, verdict)
-
-
-@pytest.mark.parametrize("seed", range(20))
-@pytest.mark.parametrize("side", [1e-3, -1e-3])
-def test_small_net_hands_over_to_the_mip(seed, side, monkeypatch):
-    """With the hand-off after one node, what branch-and-bound leaves open is decided by the MIP, and right."""
-    import explain_mnist.verifier as verifier_module
-    monkeypatch.setattr(verifier_module, "MIP_HANDOFF_NODES", 1)
-    net, lo, hi, c = random_case(5000 + seed)
-    shifted = shift_to_margin(net, c, side - brute_min_margin(net, lo, hi, c))
-    if shifted.predict((lo + hi) / 2) != c:
-        pytest.skip("the shift changed the centre's class")
-    verdict = Verifier(shifted, solver="highs").verify(lo, hi, c)
-    check_verdict(shifted, lo, hi, c, side, verdict)
-    assert verdict.method in ("bounds", "attack", "bab", "mip")
-    if verdict.method == "mip":
-        assert verdict.nodes >= 1
