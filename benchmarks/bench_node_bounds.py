@@ -36,10 +36,12 @@ def main():
     args = p.parse_args()
     machine = machine_line()
     folder = Path(args.shared)
-    rows = []
+    rows, networks = [], {}
     for item in tqdm(args.instances.split(","), desc="node bounds", unit="instance"):
         net_name, prop_name = item.split(":")
-        net = read_onnx(folder / f"mnist-net_{net_name}.onnx")
+        if net_name not in networks:
+            networks[net_name] = read_onnx(folder / f"mnist-net_{net_name}.onnx")
+        net = networks[net_name]
         prop = read_vnnlib(folder / f"{prop_name}.vnnlib")
         row = {"network": net_name, "property": prop_name}
         for node_bound in NODE_BOUNDS:

@@ -28,8 +28,8 @@ bounded over many nodes at once by CROWN with the nodes' phases fixed
   (measured on 256x4 mnistfc: prop_0_0.03 in 3 s and 167 nodes, against 13 s
   and 213 nodes with node LPs; prop_10_0.05 in 8 s against 24 s; with 20 steps
   instead of 40 the bounds were too loose and prop_10_0.05 took over 4,000
-  nodes). Its minimising corners are candidate counterexamples too. Node bound "lp" minimises each open row by
-  an LP instead (`NodeLP`: the triangle relaxation with the node's splits as
+  nodes). Its minimising corners are candidate counterexamples too. Node bound
+  "lp" minimises each open row by an LP instead (`NodeLP`: the triangle relaxation with the node's splits as
   exact constraints, its bound certified from the duals; the LP's minimiser is
   a candidate counterexample, re-checked by the forward pass). A node with
   every neuron fixed is a leaf: there the LP is exact, and it is always used;
@@ -266,7 +266,6 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
             x = counterexample(bounds.spec_lower_A[idx][open_rows[idx]])
             if x is not None:
                 return outcome("not_robust", x)
-        worst = np.argmin(lower, axis=1)
         warm = [None] * len(taken)
         if beta_steps and idx.size:
             node_of, row_of = np.nonzero(open_rows)
@@ -284,13 +283,13 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
             x = counterexample(rows.A[:, 0])
             if x is not None:
                 return outcome("not_robust", x)
-            worst = np.argmin(lower, axis=1)
             open_rows &= ~(lower > PROOF_TOLERANCE)
         proved = (lower > PROOF_TOLERANCE) & np.isfinite(lower) & ~bounds.infeasible[:, None]
         closed_lower = min(closed_lower, float(lower[proved].min(initial=np.inf)))
         idx = np.flatnonzero(open_rows.any(axis=1))
         if idx.size == 0:
             continue
+        worst = np.argmin(lower, axis=1)
         lam = [np.zeros((len(taken), n)) for n in sizes]
         for k, coefficient in enumerate(spec_coefficients(net, bounds, C[worst[idx]], phases, boxes=idx)):
             lam[k][idx] = coefficient

@@ -327,9 +327,8 @@ def compute_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, method: str = "
 # CROWN internals
 
 
-def _crown_chunk(net, lo, hi, phases, C, alpha, prior_lower=None, prior_upper=None, fresh_from=None) -> Bounds:
+def _crown_chunk(net, lo, hi, phases, C, alpha, prior_lower, prior_upper, fresh_from) -> Bounds:
     n_boxes = lo.shape[0]
-    fresh_from = np.zeros(n_boxes, dtype=int) if fresh_from is None else fresh_from
     infeasible = np.zeros(n_boxes, dtype=bool)
     lower, upper, relaxations = [], [], []
     act_lo, act_hi = lo, hi
@@ -525,8 +524,7 @@ def optimise_rows(net: Network, lo: np.ndarray, hi: np.ndarray, lower: list, upp
     multipliers ``g_hi, g_lo >= 0`` of ``z <= u`` and ``z >= l``: ``d bound / d g_hi = zhat - u``,
     ``d bound / d g_lo = l - zhat`` (a free ``nu`` oscillated around 0 and converged more
     slowly: 0.617 against 0.645 after 20 steps at a 256x4 node whose LP value is 0.650). Each row
-    keeps the best bound any step
-    reached; ``deadline`` stops early. ``alpha`` and ``nu`` (optional, per layer ``(B, R, n_j)``,
+    keeps the best bound any step reached; ``deadline`` stops early. ``alpha`` and ``nu`` (optional, per layer ``(B, R, n_j)``,
     a NaN alpha entry meaning the default slope) start the ascent, e.g. from a parent node's
     result: any start is sound. With ``stop_above``, a box whose rows all reach a bound above it
     leaves the ascent (its work is done). With ``dtype=np.float32`` the ascent runs in single
