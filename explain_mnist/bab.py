@@ -42,6 +42,13 @@ bounded over many nodes at once by CROWN with the nodes' phases fixed
   on the same instance, optimised coefficients branched into 5,615 nodes
   against 271.
 
+With ``rows_apart`` (the default) every open margin row starts a tree of its own:
+the root becomes one node per row, so each row's splits are chosen for that row
+alone and never multiply another row's work. In one joint tree, the splits that
+the worst row needs are made in every other row's subtree too. Measured on
+256x2 mnistfc prop_1_0.03: robust in 14 s and 3,205 nodes apart, against still
+open after 43,775 nodes (330 s) jointly.
+
 Nodes are taken best-first (lowest bound first), in batches; the smallest lower
 bound over the open nodes is a proven lower bound of the smallest margin over the
 box. Answers: ``robust``, ``not_robust`` (with x), or ``unknown`` at the node
@@ -210,11 +217,12 @@ def _settled(phases: list, lower: list, upper: list) -> list:
 
 def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadline: float | None = None,
                      node_limit: int = 200_000, root: Bounds | None = None,
-                     batch: int = BATCH_NODES, node_bound: str = "beta") -> BabOutcome:
+                     batch: int = BATCH_NODES, node_bound: str = "beta", rows_apart: bool = True) -> BabOutcome:
     """Return the `BabOutcome` of deciding whether every input in ``[lo, hi]`` keeps class ``c``.
 
     ``node_bound`` (a key of `NODE_BOUNDS`) chooses how the open margins of a node are bounded
     after CROWN: "beta" (batched beta-CROWN, the node LP only at leaves) or "lp" (a node LP per row).
+    ``rows_apart``: one tree per open margin row (default) rather than one tree for all rows.
     """
     if node_bound not in NODE_BOUNDS:
         raise ValueError(f"unknown node bound {node_bound!r}; supported: {', '.join(NODE_BOUNDS)}")
@@ -230,8 +238,14 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
     unbounded = ([np.full(n, -np.inf) for n in sizes], [np.full(n, np.inf) for n in sizes])
     root_lower, root_upper = unbounded if root is None else ([l[0] for l in root.lower], [u[0] for u in root.upper])
     root_rows = np.full(m, -np.inf) if root is None or root.spec_lower is None else root.spec_lower[0]
-    heap = [_Node(root_bound, next(counter), [np.zeros(n, dtype=np.int8) for n in sizes], np.ones(m, dtype=bool),
-                  root_lower, root_upper, root_rows)]
+    no_phases = [np.zeros(n, dtype=np.int8) for n in sizes]
+    if rows_apart:
+        heap = [_Node(float(root_rows[r]), next(counter), no_phases, np.arange(m) == r, root_lower, root_upper,
+                      root_rows) for r in range(m) if not root_rows[r] > PROOF_TOLERANCE]
+        heapq.heapify(heap)
+    else:
+        heap = [_Node(root_bound, next(counter), no_phases, np.ones(m, dtype=bool), root_lower, root_upper,
+                      root_rows)]
     nodes = 0
     closed_lower = np.inf  # the smallest margin bound that closed a node
     node_lp = None

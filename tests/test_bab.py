@@ -127,12 +127,13 @@ def test_decisions_within_1e_3_of_the_boundary(seed, side):
 
 @pytest.mark.parametrize("seed", range(40))
 @pytest.mark.parametrize("node_bound", sorted(NODE_BOUNDS))
-def test_branch_and_bound_alone_equals_brute_force(seed, node_bound):
+@pytest.mark.parametrize("rows_apart", [True, False])
+def test_branch_and_bound_alone_equals_brute_force(seed, node_bound, rows_apart):
     net, lo, hi, c = random_case(2000 + seed)
     m_star = brute_min_margin(net, lo, hi, c)
     if abs(m_star) < 1e-6:
         pytest.skip("tie")
-    outcome = branch_and_bound(net, lo, hi, c, node_bound=node_bound)
+    outcome = branch_and_bound(net, lo, hi, c, node_bound=node_bound, rows_apart=rows_apart)
     assert outcome.status == ("robust" if m_star > 0 else "not_robust")
     if m_star > 0:
         assert 0 < outcome.lower_bound <= m_star + 1e-7
