@@ -42,6 +42,18 @@ bounded over many nodes at once by CROWN with the nodes' phases fixed
   on the same instance, optimised coefficients branched into 5,615 nodes
   against 271.
 
+Input splits: on a box with at most `INPUT_SPLIT_MAX_DIMS` free inputs (or with
+``input_splits=True``), a node may instead halve its input box along the free
+input ``d`` with the largest ``|A_d| (hi_d - lo_d)`` (``A``: the CROWN coefficients
+of its worst margin), when that is better: the two children of the input split
+and of the ReLU split are bounded by CROWN in one batch, and the input split wins
+if its worse child bounds higher; ties alternate between the two (`_input_or_relu`). A node then carries its own box, which every bound,
+corner and leaf LP of its subtree uses. On 784-pixel boxes input splits do not
+pay: at the root of 256x2 mnistfc prop_1_0.03 the best five input splits raise the
+worse child's CROWN bound by 0.003-0.007, the chosen ReLU split by 0.15. On
+random nets with 2 or 3 inputs they decide in a fraction of the time (RESULTS.md,
+section "branching").
+
 With ``rows_apart`` (the default) every open margin row starts a tree of its own:
 the root becomes one node per row, so each row's splits are chosen for that row
 alone and never multiply another row's work. In one joint tree, the splits that
@@ -70,6 +82,8 @@ from explain_mnist.network import Network
 BATCH_NODES = 32
 BETA_STEPS_PER_LAYER = 10   # projected Adam steps of beta-CROWN per batch of nodes, per hidden layer
 PROOF_TOLERANCE = 1e-9  # a margin bound proves the margin positive only above this (floating-point rounding)
+INPUT_SPLIT_MAX_DIMS = 16   # input splits are weighed only for boxes with at most this many free inputs
+INPUT_SPLIT_DEPTH = 20      # an input is halved at most this many times (its width stays >= 2^-20 of the box's)
 
 
 @dataclass
@@ -83,6 +97,7 @@ class BabOutcome:
     seconds: float
     open_nodes: int = 0
     lp_solves: int = 0
+    input_splits: int = 0
 
 
 @dataclass(order=True)
@@ -96,6 +111,8 @@ class _Node:
     row_bounds: np.ndarray = None   # the parent's margin bounds, valid here for the same reason
     warm: dict = None   # open row -> (alpha, nu) per layer: the parent's beta-CROWN multipliers, a warm start
     fresh_from: int = 0   # the first hidden layer whose bounds the node's own split can change
+    box: tuple = None   # (lo, hi): the node's part of the input box after input splits; None = the whole box
+    splits: tuple = (0, 0)   # how many (ReLU, input) splits made the node
 
 
 class NodeLP:
@@ -156,19 +173,23 @@ class NodeLP:
             self.solver.set_coefficients(np.concatenate(rows), np.concatenate(cols), np.concatenate(values))
             self.solver.set_row_bounds(np.concatenate(bound_rows), -np.inf, np.concatenate(bound_values))
 
-    def minimum(self, phases: list, upper: list, row: int, lower: list | None = None) -> tuple[float, np.ndarray | None]:
+    def minimum(self, phases: list, upper: list, row: int, lower: list | None = None,
+                box: tuple | None = None) -> tuple[float, np.ndarray | None]:
         """Return ``(bound, x)``: a certified lower bound of margin ``row`` at a node and the LP's minimiser.
 
         The bound is rebuilt from the LP's duals by weak duality (`MIPModel.dual_lower_bound`),
         so it holds whatever the solver's tolerances; +inf if the node is empty.
 
         ``phases``, ``upper`` and ``lower`` are the node's per-layer phases and bounds
-        (without ``lower`` the triangles stay as loaded); ``x`` is the input of the LP's
-        minimiser (a candidate counterexample).
+        (without ``lower`` the triangles stay as loaded), ``box`` its ``(lo, hi)`` inside the
+        LP's box (default that box); ``x`` is the input of the LP's minimiser (a candidate
+        counterexample).
         """
         if lower is not None:
             self._set_triangles(lower, upper)
-        cols, lbs, ubs = [], [], []
+        pixels = self.model.input_pixels
+        box_lo, box_hi = (self.model.box_lo, self.model.box_hi) if box is None else box
+        cols, lbs, ubs = [self.model.input_cols], [box_lo[pixels]], [box_hi[pixels]]
         for (unstable, d_cols, y_cols), phase, u in zip(self.columns, phases, upper):
             p = phase[unstable]
             cols += [d_cols, y_cols]
@@ -217,18 +238,23 @@ def _settled(phases: list, lower: list, upper: list) -> list:
 
 def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadline: float | None = None,
                      node_limit: int = 200_000, root: Bounds | None = None,
-                     batch: int = BATCH_NODES, node_bound: str = "beta", rows_apart: bool = True) -> BabOutcome:
+                     batch: int = BATCH_NODES, node_bound: str = "beta", rows_apart: bool = True,
+                     input_splits: bool | None = None) -> BabOutcome:
     """Return the `BabOutcome` of deciding whether every input in ``[lo, hi]`` keeps class ``c``.
 
     ``node_bound`` (a key of `NODE_BOUNDS`) chooses how the open margins of a node are bounded
     after CROWN: "beta" (batched beta-CROWN, the node LP only at leaves) or "lp" (a node LP per row).
     ``rows_apart``: one tree per open margin row (default) rather than one tree for all rows.
+    ``input_splits``: weigh input splits against ReLU splits at every node; by default only
+    when the box has at most `INPUT_SPLIT_MAX_DIMS` free inputs.
     """
     if node_bound not in NODE_BOUNDS:
         raise ValueError(f"unknown node bound {node_bound!r}; supported: {', '.join(NODE_BOUNDS)}")
     start = time.perf_counter()
     lo = np.asarray(lo, dtype=np.float64)
     hi = np.asarray(hi, dtype=np.float64)
+    if input_splits is None:
+        input_splits = int(np.count_nonzero(hi > lo)) <= INPUT_SPLIT_MAX_DIMS
     C = net.spec_matrix(c)
     m = C.shape[0]
     W_spec, b_spec = C @ net.affines[-1].dense_W(), C @ net.affines[-1].b
@@ -246,7 +272,7 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
     else:
         heap = [_Node(root_bound, next(counter), no_phases, np.ones(m, dtype=bool), root_lower, root_upper,
                       root_rows)]
-    nodes = 0
+    nodes = input_split_count = 0
     closed_lower = np.inf  # the smallest margin bound that closed a node
     node_lp = None
     beta_steps = NODE_BOUNDS[node_bound] * len(sizes)
@@ -254,11 +280,11 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
     def outcome(status, x=None):
         open_bound = min((node.bound for node in heap), default=np.inf)
         return BabOutcome(status, x, float(min(open_bound, closed_lower)), nodes, time.perf_counter() - start,
-                          len(heap), 0 if node_lp is None else node_lp.solves)
+                          len(heap), 0 if node_lp is None else node_lp.solves, input_split_count)
 
-    def counterexample(A):
+    def counterexample(A, box_lo, box_hi):
         """Return the first minimising box corner of the linear bounds ``A`` that changes the class, or None."""
-        corners = np.where(A > 0, lo, hi)
+        corners = np.where(A > 0, box_lo, box_hi)
         hits = np.flatnonzero(net.predict(corners) != c)
         return corners[hits[0]] if hits.size else None
 
@@ -270,23 +296,26 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
         phases = [np.stack([node.phases[k] for node in taken]) for k in range(len(sizes))]
         prior = ([np.stack([node.lower[k] for node in taken]) for k in range(len(sizes))],
                  [np.stack([node.upper[k] for node in taken]) for k in range(len(sizes))])
-        bounds = crown_bounds(net, lo, hi, phases=phases, C=C, prior=prior,
+        box_lo = np.stack([lo if node.box is None else node.box[0] for node in taken])
+        box_hi = np.stack([hi if node.box is None else node.box[1] for node in taken])
+        bounds = crown_bounds(net, box_lo, box_hi, phases=phases, C=C, prior=prior,
                               fresh_from=np.array([node.fresh_from for node in taken]))
         inherited = np.stack([node.row_bounds for node in taken])
         lower = np.where(np.stack([node.open_rows for node in taken]), np.maximum(bounds.spec_lower, inherited), np.inf)
         open_rows = ~(lower > PROOF_TOLERANCE) & ~bounds.infeasible[:, None]   # a NaN bound proves nothing
         idx = np.flatnonzero(open_rows.any(axis=1))
         if idx.size:
-            x = counterexample(bounds.spec_lower_A[idx][open_rows[idx]])
+            node_of, row_of = np.nonzero(open_rows)
+            x = counterexample(bounds.spec_lower_A[node_of, row_of], box_lo[node_of], box_hi[node_of])
             if x is not None:
                 return outcome("not_robust", x)
         warm = [None] * len(taken)
         if beta_steps and idx.size:
             node_of, row_of = np.nonzero(open_rows)
             alpha0, nu0 = _warm_start_from([node.warm for node in taken], node_of, row_of, bounds.lower)
-            rows = optimise_rows(net, lo, hi, [l[node_of] for l in bounds.lower], [u[node_of] for u in bounds.upper],
-                                 W_spec[row_of][:, None, :], b_spec[row_of][:, None],
-                                 phases=[p[node_of] for p in phases], steps=beta_steps,
+            rows = optimise_rows(net, box_lo[node_of], box_hi[node_of], [l[node_of] for l in bounds.lower],
+                                 [u[node_of] for u in bounds.upper], W_spec[row_of][:, None, :],
+                                 b_spec[row_of][:, None], phases=[p[node_of] for p in phases], steps=beta_steps,
                                  deadline=np.inf if deadline is None else deadline, alpha=alpha0, nu=nu0,
                                  stop_above=PROOF_TOLERANCE, dtype=np.float32)
             warm = [{} for _ in taken]
@@ -294,7 +323,7 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
                 warm[i][r] = ([a[pair, 0].astype(np.float32) for a in rows.alpha],
                               [v[pair, 0].astype(np.float32) for v in rows.nu])
             lower[node_of, row_of] = np.maximum(lower[node_of, row_of], rows.bound[:, 0])
-            x = counterexample(rows.A[:, 0])
+            x = counterexample(rows.A[:, 0], box_lo[node_of], box_hi[node_of])
             if x is not None:
                 return outcome("not_robust", x)
             open_rows &= ~(lower > PROOF_TOLERANCE)
@@ -307,17 +336,25 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
         lam = [np.zeros((len(taken), n)) for n in sizes]
         for k, coefficient in enumerate(spec_coefficients(net, bounds, C[worst[idx]], phases, boxes=idx)):
             lam[k][idx] = coefficient
+        settled = {i: _settled([p[i] for p in phases], [l[i] for l in bounds.lower], [u[i] for u in bounds.upper])
+                   for i in idx}
+        choices = {i: _split_choice([l[i] for l in bounds.lower], [u[i] for u in bounds.upper],
+                                    [coefficient[i] for coefficient in lam], settled[i]) for i in idx}
+        if input_splits:
+            choices.update(_input_or_relu(net, C, bounds, box_lo, box_hi, settled, choices, worst, open_rows,
+                                          lower, (hi - lo) * 2.0 ** -INPUT_SPLIT_DEPTH,
+                                          [node.splits for node in taken]))
         for pos, i in enumerate(idx):
             if deadline is not None and time.perf_counter() > deadline:
                 for rest in idx[pos:]:   # back on the heap unsplit, so the open bound stays valid
                     node = taken[rest]
                     heapq.heappush(heap, _Node(float(lower[rest][open_rows[rest]].min()), next(counter), node.phases,
-                                               open_rows[rest], node.lower, node.upper, lower[rest]))
+                                               open_rows[rest], node.lower, node.upper, lower[rest], box=node.box))
                 return outcome("unknown")
             node_lower = [l[i] for l in bounds.lower]
             node_upper = [u[i] for u in bounds.upper]
-            settled = _settled([p[i] for p in phases], node_lower, node_upper)
-            choice = _split_choice(node_lower, node_upper, [coefficient[i] for coefficient in lam], settled)
+            node_box = taken[i].box
+            choice = choices[i]
             rows = lower[i].copy()
             if choice is None or not beta_steps:
                 # the node LP: exact at a leaf (every neuron fixed), the "lp" node bound elsewhere
@@ -326,7 +363,7 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
                 for r in np.argsort(rows):
                     if not open_rows[i, r]:
                         break
-                    value, x = node_lp.minimum(settled, node_upper, r, node_lower)
+                    value, x = node_lp.minimum(settled[i], node_upper, r, node_lower, box=node_box)
                     if x is not None and net.predict(x) != c:
                         return outcome("not_robust", x)
                     rows[r] = max(rows[r], value)
@@ -339,16 +376,83 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
             if choice is None:
                 # every neuron is fixed: the LP was exact, its minimum <= 0 and its minimiser did not flip the
                 # class: a margin of about 0 (a tie) that no point verifiably crosses
-                heapq.heappush(heap, _Node(float(rows[still_open].min()), next(counter), settled, still_open,
-                                           node_lower, node_upper, rows))
+                heapq.heappush(heap, _Node(float(rows[still_open].min()), next(counter), settled[i], still_open,
+                                           node_lower, node_upper, rows, box=node_box))
                 return outcome("unknown")
+            bound = float(rows[still_open].min())
+            if choice[0] == "input":
+                input_split_count += 1
+                relu_splits, input_splits_made = taken[i].splits
+                for child_box in _halves(box_lo[i], box_hi[i], choice[1]):
+                    heapq.heappush(heap, _Node(bound, next(counter), settled[i], still_open, node_lower, node_upper,
+                                               rows, warm[i], 0, child_box, (relu_splits, input_splits_made + 1)))
+                continue
             k, j = choice
             for phase in (1, -1):
-                child = [p.copy() for p in settled]
+                child = [p.copy() for p in settled[i]]
                 child[k][j] = phase
-                heapq.heappush(heap, _Node(float(rows[still_open].min()), next(counter), child, still_open,
-                                           node_lower, node_upper, rows, warm[i], k + 1))
+                heapq.heappush(heap, _Node(bound, next(counter), child, still_open, node_lower, node_upper, rows,
+                                           warm[i], k + 1, node_box, (taken[i].splits[0] + 1, taken[i].splits[1])))
     return outcome("robust")
+
+
+def _halves(box_lo: np.ndarray, box_hi: np.ndarray, d: int) -> list:
+    """Return the two boxes ``(lo, hi)`` that split ``[box_lo, box_hi]`` at the midpoint of input ``d``."""
+    middle = 0.5 * (box_lo[d] + box_hi[d])
+    low_hi, high_lo = box_hi.copy(), box_lo.copy()
+    low_hi[d], high_lo[d] = middle, middle
+    return [(box_lo, low_hi), (high_lo, box_hi)]
+
+
+def _input_or_relu(net, C, bounds, box_lo, box_hi, settled, choices, worst, open_rows, row_bounds,
+                   min_width, splits) -> dict:
+    """Return, per node whose input box can still be split, ``("input", d)`` where that split is the better one.
+
+    The input candidate is the input ``d`` wider than ``min_width`` with the largest
+    ``|A_d| (hi_d - lo_d)`` (> 0), ``A`` the CROWN coefficients of the node's worst margin: the input
+    the bound varies most along. The two children of each candidate (input halves, ReLU
+    phases) are bounded by CROWN in one batch, each child's rows kept at least at the node's
+    (``row_bounds``: CROWN is not monotone under splits). The input split wins if its worse
+    child bounds higher than the ReLU split's; on a tie, if the node was made by fewer input
+    splits than ReLU splits (``splits``: per node, its (ReLU, input) split counts), so ties
+    alternate. Measured on 30 random nets with 2 inputs: ties always to the ReLU split 10 s
+    and one net undecided, alternating 0.3 s; ties always to the input split 0.15 s, but near a
+    margin of 0, where only the exact leaf LP decides, it halved boxes for 200,000 nodes
+    without an answer. Each input is halved at most `INPUT_SPLIT_DEPTH` times, so every path
+    of the tree ends.
+    """
+    result, candidates = {}, []
+    for i, relu in choices.items():
+        if relu is None:   # no ReLU left to split: the node LP is exact
+            continue
+        reach = np.abs(bounds.spec_lower_A[i, worst[i]]) * (box_hi[i] - box_lo[i])
+        reach = np.where(box_hi[i] - box_lo[i] > min_width, reach, 0.0)
+        if reach.max() > 0:
+            candidates.append((i, int(np.argmax(reach)), relu))
+    if not candidates:
+        return result
+    child_lo, child_hi, child_phases, parents, fresh = [], [], [], [], []
+    for i, d, (k, j) in candidates:
+        for half_lo, half_hi in _halves(box_lo[i], box_hi[i], d):
+            child_lo.append(half_lo), child_hi.append(half_hi), child_phases.append(settled[i]), fresh.append(0)
+        for phase in (1, -1):
+            child = [p.copy() for p in settled[i]]
+            child[k][j] = phase
+            child_lo.append(box_lo[i]), child_hi.append(box_hi[i]), child_phases.append(child), fresh.append(k + 1)
+        parents += [i] * 4
+    parents = np.array(parents)
+    children = crown_bounds(net, np.array(child_lo), np.array(child_hi),
+                            phases=[np.stack([p[k] for p in child_phases]) for k in range(len(bounds.lower))],
+                            C=C, prior=([l[parents] for l in bounds.lower], [u[parents] for u in bounds.upper]),
+                            fresh_from=np.array(fresh))
+    value = np.where(open_rows[parents], np.maximum(children.spec_lower, row_bounds[parents]), np.inf).min(axis=1)
+    value = np.where(children.infeasible, np.inf, value).reshape(-1, 2, 2)   # candidate x (input, relu) x child
+    worse, better = value.min(axis=2), value.max(axis=2)
+    for (i, d, _), w, b in zip(candidates, worse, better):
+        relu_splits, input_splits = splits[i]
+        if w[0] > w[1] or (w[0] == w[1] and input_splits < relu_splits):
+            result[i] = ("input", d)
+    return result
 
 
 def _warm_start_from(warm: list, node_of: np.ndarray, row_of: np.ndarray, lower: list):

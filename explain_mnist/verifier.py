@@ -81,7 +81,7 @@ class Verifier:
 
     def __init__(self, net: Network, time_limit: float | None = None, node_limit: int = 200_000,
                  solver: str = "auto", threads: int = 1, mip_fallback: bool = True, bound_method: str = "crown",
-                 alpha_steps: int = ALPHA_STEPS, node_bound: str = "beta"):
+                 alpha_steps: int = ALPHA_STEPS, node_bound: str = "beta", rows_apart: bool = True):
         self.net = net
         self.time_limit = time_limit
         self.node_limit = node_limit
@@ -91,6 +91,7 @@ class Verifier:
         self.bound_method = bound_method
         self.alpha_steps = alpha_steps
         self.node_bound = node_bound
+        self.rows_apart = rows_apart
         self.seeds: list[np.ndarray] = []
 
     def _remember(self, x: np.ndarray) -> None:
@@ -141,9 +142,10 @@ class Verifier:
         if self.mip_fallback and limit is not None:
             bab_deadline = start + BAB_SHARE * limit
         outcome = bab.branch_and_bound(self.net, lo, hi, c, deadline=bab_deadline, node_limit=self.node_limit,
-                                       root=root, node_bound=self.node_bound)
+                                       root=root, node_bound=self.node_bound, rows_apart=self.rows_apart)
         outcome.lower_bound = max(outcome.lower_bound, root_lower)
-        stages.update(bab_seconds=outcome.seconds, bab_open_nodes=outcome.open_nodes, bab_lp_solves=outcome.lp_solves)
+        stages.update(bab_seconds=outcome.seconds, bab_open_nodes=outcome.open_nodes,
+                      bab_lp_solves=outcome.lp_solves, bab_input_splits=outcome.input_splits)
         if outcome.status == "not_robust" and is_counterexample(self.net, outcome.x, lo, hi, c):
             return self._found(outcome.x, "bab", start, outcome.nodes, stages)
         if outcome.status == "robust":

@@ -128,17 +128,43 @@ def test_decisions_within_1e_3_of_the_boundary(seed, side):
 @pytest.mark.parametrize("seed", range(40))
 @pytest.mark.parametrize("node_bound", sorted(NODE_BOUNDS))
 @pytest.mark.parametrize("rows_apart", [True, False])
-def test_branch_and_bound_alone_equals_brute_force(seed, node_bound, rows_apart):
+@pytest.mark.parametrize("input_splits", [True, False])
+def test_branch_and_bound_alone_equals_brute_force(seed, node_bound, rows_apart, input_splits):
     net, lo, hi, c = random_case(2000 + seed)
     m_star = brute_min_margin(net, lo, hi, c)
     if abs(m_star) < 1e-6:
         pytest.skip("tie")
-    outcome = branch_and_bound(net, lo, hi, c, node_bound=node_bound, rows_apart=rows_apart)
+    outcome = branch_and_bound(net, lo, hi, c, node_bound=node_bound, rows_apart=rows_apart,
+                               input_splits=input_splits)
+    if not input_splits:
+        assert outcome.input_splits == 0
     assert outcome.status == ("robust" if m_star > 0 else "not_robust")
     if m_star > 0:
         assert 0 < outcome.lower_bound <= m_star + 1e-7
     else:
         assert net.predict(outcome.x) != c
+
+
+def test_input_splits_are_taken_where_they_bound_better_and_stay_exact():
+    # one input, wide box: a ReLU split leaves the linear pieces' bounds loose, halving the input tightens them
+    used, decided = 0, 0
+    for seed in range(40):
+        rng = np.random.default_rng(5000 + seed)
+        net = random_net(rng, 1, [6, 6], 3)
+        lo, hi = np.array([-3.0]), np.array([3.0])
+        c = int(net.predict(np.zeros(1)))
+        m_star = brute_min_margin(net, lo, hi, c)
+        if abs(m_star) < 1e-6:
+            continue
+        outcome = branch_and_bound(net, lo, hi, c, input_splits=True)
+        assert outcome.status == ("robust" if m_star > 0 else "not_robust")
+        if m_star > 0:
+            assert outcome.lower_bound <= m_star + 1e-7
+        else:
+            assert lo <= outcome.x <= hi and net.predict(outcome.x) != c
+        used += outcome.input_splits > 0
+        decided += 1
+    assert decided >= 30 and used >= 5
 
 
 def test_node_lp_is_exact_on_a_fully_fixed_node():
