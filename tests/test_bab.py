@@ -150,7 +150,7 @@ def test_input_splits_are_taken_where_they_bound_better_and_stay_exact():
     used, decided = 0, 0
     for seed in range(40):
         rng = np.random.default_rng(5000 + seed)
-        net = random_net(rng, 1, [6, 6], 3)
+        net = random_net(rng, 1, [4, 3], 3)
         lo, hi = np.array([-3.0]), np.array([3.0])
         c = int(net.predict(np.zeros(1)))
         m_star = brute_min_margin(net, lo, hi, c)
