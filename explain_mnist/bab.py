@@ -433,12 +433,16 @@ def _input_or_relu(net, C, bounds, box_lo, box_hi, settled, choices, worst, open
         return result
     child_lo, child_hi, child_phases, parents, fresh = [], [], [], [], []
     for i, d, (k, j) in candidates:
-        for half_lo, half_hi in _halves(box_lo[i], box_hi[i], d):
-            child_lo.append(half_lo), child_hi.append(half_hi), child_phases.append(settled[i]), fresh.append(0)
+        (low_lo, low_hi), (high_lo, high_hi) = _halves(box_lo[i], box_hi[i], d)
+        child_lo += [low_lo, high_lo, box_lo[i], box_lo[i]]
+        child_hi += [low_hi, high_hi, box_hi[i], box_hi[i]]
+        relu_children = []
         for phase in (1, -1):
             child = [p.copy() for p in settled[i]]
             child[k][j] = phase
-            child_lo.append(box_lo[i]), child_hi.append(box_hi[i]), child_phases.append(child), fresh.append(k + 1)
+            relu_children.append(child)
+        child_phases += [settled[i], settled[i], *relu_children]
+        fresh += [0, 0, k + 1, k + 1]
         parents += [i] * 4
     parents = np.array(parents)
     children = crown_bounds(net, np.array(child_lo), np.array(child_hi),
@@ -447,8 +451,8 @@ def _input_or_relu(net, C, bounds, box_lo, box_hi, settled, choices, worst, open
                             fresh_from=np.array(fresh))
     value = np.where(open_rows[parents], np.maximum(children.spec_lower, row_bounds[parents]), np.inf).min(axis=1)
     value = np.where(children.infeasible, np.inf, value).reshape(-1, 2, 2)   # candidate x (input, relu) x child
-    worse, better = value.min(axis=2), value.max(axis=2)
-    for (i, d, _), w, b in zip(candidates, worse, better):
+    worse = value.min(axis=2)
+    for (i, d, _), w in zip(candidates, worse):
         relu_splits, input_splits = splits[i]
         if w[0] > w[1] or (w[0] == w[1] and input_splits < relu_splits):
             result[i] = ("input", d)
