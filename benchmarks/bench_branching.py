@@ -45,7 +45,9 @@ def main():
     networks = {}
     for item in tqdm(args.instances.split(","), desc="rows apart", unit="instance"):
         size, prop_name = item.split(":")
-        net = networks.setdefault(size, read_onnx(folder / f"mnist-net_{size}.onnx"))
+        if size not in networks:
+            networks[size] = read_onnx(folder / f"mnist-net_{size}.onnx")
+        net = networks[size]
         prop = read_vnnlib(folder / f"{prop_name}.vnnlib")
         row = dict(network=size, property=prop_name)
         for mode, apart in (("apart", True), ("joint", False)):

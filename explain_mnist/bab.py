@@ -306,14 +306,13 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
         lower = np.where(np.stack([node.open_rows for node in taken]), np.maximum(bounds.spec_lower, inherited), np.inf)
         open_rows = ~(lower > PROOF_TOLERANCE) & ~bounds.infeasible[:, None]   # a NaN bound proves nothing
         idx = np.flatnonzero(open_rows.any(axis=1))
+        node_of, row_of = np.nonzero(open_rows)
         if idx.size:
-            node_of, row_of = np.nonzero(open_rows)
             x = counterexample(bounds.spec_lower_A[node_of, row_of], box_lo[node_of], box_hi[node_of])
             if x is not None:
                 return outcome("not_robust", x)
         warm = [None] * len(taken)
         if beta_steps and idx.size:
-            node_of, row_of = np.nonzero(open_rows)
             alpha0, nu0 = _warm_start_from([node.warm for node in taken], node_of, row_of, bounds.lower)
             rows = optimise_rows(net, box_lo[node_of], box_hi[node_of], [l[node_of] for l in bounds.lower],
                                  [u[node_of] for u in bounds.upper], W_spec[row_of][:, None, :],
@@ -389,12 +388,11 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
                     heapq.heappush(heap, _Node(bound, next(counter), settled[i], still_open, node_lower, node_upper,
                                                rows, warm[i], 0, child_box, (relu_splits, input_splits_made + 1)))
                 continue
-            k, j = choice
-            for phase in (1, -1):
-                child = [p.copy() for p in settled[i]]
-                child[k][j] = phase
+            k, _ = choice
+            relu_splits, input_splits_made = taken[i].splits
+            for child in _relu_children(settled[i], choice):
                 heapq.heappush(heap, _Node(bound, next(counter), child, still_open, node_lower, node_upper, rows,
-                                           warm[i], k + 1, node_box, (taken[i].splits[0] + 1, taken[i].splits[1])))
+                                           warm[i], k + 1, node_box, (relu_splits + 1, input_splits_made)))
     return outcome("robust")
 
 
@@ -404,6 +402,17 @@ def _halves(box_lo: np.ndarray, box_hi: np.ndarray, d: int) -> list:
     low_hi, high_lo = box_hi.copy(), box_lo.copy()
     low_hi[d], high_lo[d] = middle, middle
     return [(box_lo, low_hi), (high_lo, box_hi)]
+
+
+def _relu_children(phases: list, choice: tuple) -> list:
+    """Return the phases of the two children that fix neuron ``choice = (layer, neuron)`` active, then inactive."""
+    k, j = choice
+    children = []
+    for phase in (1, -1):
+        child = [p.copy() for p in phases]
+        child[k][j] = phase
+        children.append(child)
+    return children
 
 
 def _input_or_relu(net, C, bounds, box_lo, box_hi, settled, choices, worst, open_rows, row_bounds,
@@ -434,17 +443,12 @@ def _input_or_relu(net, C, bounds, box_lo, box_hi, settled, choices, worst, open
     if not candidates:
         return result
     child_lo, child_hi, child_phases, parents, fresh = [], [], [], [], []
-    for i, d, (k, j) in candidates:
+    for i, d, relu in candidates:
         (low_lo, low_hi), (high_lo, high_hi) = _halves(box_lo[i], box_hi[i], d)
         child_lo += [low_lo, high_lo, box_lo[i], box_lo[i]]
         child_hi += [low_hi, high_hi, box_hi[i], box_hi[i]]
-        relu_children = []
-        for phase in (1, -1):
-            child = [p.copy() for p in settled[i]]
-            child[k][j] = phase
-            relu_children.append(child)
-        child_phases += [settled[i], settled[i], *relu_children]
-        fresh += [0, 0, k + 1, k + 1]
+        child_phases += [settled[i], settled[i], *_relu_children(settled[i], relu)]
+        fresh += [0, 0, relu[0] + 1, relu[0] + 1]
         parents += [i] * 4
     parents = np.array(parents)
     children = crown_bounds(net, np.array(child_lo), np.array(child_hi),
