@@ -241,7 +241,7 @@ def _settled(phases: list, lower: list, upper: list) -> list:
 def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadline: float | None = None,
                      node_limit: int = 200_000, root: Bounds | None = None,
                      batch: int = BATCH_NODES, node_bound: str = "beta", rows_apart: bool = True,
-                     input_splits: bool | None = None) -> BabOutcome:
+                     input_splits: bool | None = None, counterexamples: bool = True) -> BabOutcome:
     """Return the `BabOutcome` of deciding whether every input in ``[lo, hi]`` keeps class ``c``.
 
     ``node_bound`` (a key of `NODE_BOUNDS`) chooses how the open margins of a node are bounded
@@ -286,6 +286,8 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
 
     def counterexample(A, box_lo, box_hi):
         """Return the first minimising box corner of the linear bounds ``A`` that changes the class, or None."""
+        if not counterexamples:
+            return None
         corners = np.where(A > 0, box_lo, box_hi)
         hits = np.flatnonzero(net.predict(corners) != c)
         return corners[hits[0]] if hits.size else None
@@ -365,7 +367,7 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
                     if not open_rows[i, r]:
                         break
                     value, x = node_lp.minimum(settled[i], node_upper, r, node_lower, box=node_box)
-                    if x is not None and net.predict(x) != c:
+                    if counterexamples and x is not None and net.predict(x) != c:
                         return outcome("not_robust", x)
                     rows[r] = max(rows[r], value)
                     if rows[r] <= PROOF_TOLERANCE:
@@ -373,6 +375,9 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
             still_open = open_rows[i] & (rows <= PROOF_TOLERANCE)
             closed_lower = min(closed_lower, float(rows[open_rows[i] & ~still_open].min(initial=np.inf)))
             if not still_open.any():
+                continue
+            if choice is None and not counterexamples:
+                closed_lower = min(closed_lower, float(rows[still_open].min()))
                 continue
             if choice is None:
                 # every neuron is fixed: the LP was exact, its minimum <= 0 and its minimiser did not flip the

@@ -25,7 +25,14 @@ Order of work, cheapest first:
    bounds (every node inherits them, and so does the node LP's big-M). An
    LP-tightened root (`bounds.lp_tighten`) was tried here too: on 256x4 mnistfc
    it was no tighter than alpha-CROWN's (one neuron in 160) and cost 15-20 s
-   against 0.4 s, so it is not used;
+   against 0.4 s, so it is not used. On nets with two or more hidden layers this
+   first search is a probe of at most `PROBE_NODES` nodes and `PROBE_SHARE` of a
+   time limit; if it leaves the question open, the root's intermediate bounds are
+   refined by branch-and-bound per neuron (`refine.py`, with at most `REFINE_SHARE`
+   of the time left) and branch-and-bound starts again from the refined root. Easy
+   instances stay as fast as before (the probe decides them); the hard ones gain
+   most: 256x4 mnistfc prop_9_0.03, open after 300 s of branch-and-bound, is proved
+   at the refined root;
 4. the MIP of "Exact core" for what branch-and-bound left open (``"mip"``), with
    the last quarter of a time limit (`BAB_SHARE`) or, without one, once the node
    budget is spent. (Small nets used to hand over to the MIP after 500 nodes;
@@ -48,12 +55,16 @@ import numpy as np
 from explain_mnist import attack, bab
 from explain_mnist.bounds import ALPHA_STEPS, Bounds, alpha_tighten, compute_bounds
 from explain_mnist.network import Network
+from explain_mnist.refine import refine_bounds
 
 SEED_MEMORY = 32
 MIP_MARGIN = 1e-6  # the MIP's proof: no input with a margin <= -MIP_MARGIN (its feasibility tolerance)
 BAB_SHARE = 0.75  # of a time limit for branch-and-bound; the MIP gets the rest of it
 ALPHA_MAX_SECONDS = 20.0    # alpha-CROWN at the root of a net with 2+ hidden layers: at most this long ...
 ALPHA_SHARE = 0.1           # ... and this share of a time limit
+PROBE_NODES = 2000          # on nets with 2+ hidden layers, branch-and-bound before refinement: at most this many
+PROBE_SHARE = 0.05          # ... nodes, and this share of a time limit
+REFINE_SHARE = 0.5          # refinement of intermediate bounds: at most this share of the time left
 
 
 @dataclass
@@ -81,7 +92,8 @@ class Verifier:
 
     def __init__(self, net: Network, time_limit: float | None = None, node_limit: int = 200_000,
                  solver: str = "auto", threads: int = 1, mip_fallback: bool = True, bound_method: str = "crown",
-                 alpha_steps: int = ALPHA_STEPS, node_bound: str = "beta", rows_apart: bool = True):
+                 alpha_steps: int = ALPHA_STEPS, node_bound: str = "beta", rows_apart: bool = True,
+                 refine: bool = True):
         self.net = net
         self.time_limit = time_limit
         self.node_limit = node_limit
@@ -92,6 +104,7 @@ class Verifier:
         self.alpha_steps = alpha_steps
         self.node_bound = node_bound
         self.rows_apart = rows_apart
+        self.refine = refine
         self.seeds: list[np.ndarray] = []
 
     def _remember(self, x: np.ndarray) -> None:
@@ -141,27 +154,56 @@ class Verifier:
         bab_deadline = deadline
         if self.mip_fallback and limit is not None:
             bab_deadline = start + BAB_SHARE * limit
-        outcome = bab.branch_and_bound(self.net, lo, hi, c, deadline=bab_deadline, node_limit=self.node_limit,
-                                       root=root, node_bound=self.node_bound, rows_apart=self.rows_apart)
-        outcome.lower_bound = max(outcome.lower_bound, root_lower)
-        stages.update(bab_seconds=outcome.seconds, bab_open_nodes=outcome.open_nodes,
-                      bab_lp_solves=outcome.lp_solves, bab_input_splits=outcome.input_splits)
+        refining = self.refine and len(self.net.hidden) >= 2
+        search_deadline, node_limit = bab_deadline, self.node_limit
+        if refining:
+            node_limit = min(self.node_limit, PROBE_NODES)
+            if limit is not None:
+                search_deadline = min(bab_deadline, time.perf_counter() + PROBE_SHARE * limit)
+        outcome = self._search(lo, hi, c, root, search_deadline, node_limit, root_lower, stages)
+        nodes = outcome.nodes
+        if outcome.status == "unknown" and refining and nodes < self.node_limit and \
+                (bab_deadline is None or time.perf_counter() < bab_deadline):
+            budget = None if bab_deadline is None else REFINE_SHARE * (bab_deadline - time.perf_counter())
+            refinement = refine_bounds(self.net, lo, hi, root, C=C, time_budget=budget)
+            root = refinement.bounds
+            root_lower = max(root_lower, outcome.lower_bound, float(root.spec_lower.min()))
+            nodes += refinement.nodes
+            stages.update(refine_seconds=refinement.seconds, refine_searches=refinement.searches,
+                          refine_layers=refinement.layers, refine_nodes=refinement.nodes,
+                          probe_nodes=outcome.nodes)
+            if root_lower > bab.PROOF_TOLERANCE:
+                return Verdict("robust", method="bab", nodes=nodes, seconds=time.perf_counter() - start,
+                               lower_bound=root_lower, stages=stages)
+            outcome = self._search(lo, hi, c, root, bab_deadline, self.node_limit - nodes, root_lower, stages)
+            nodes += outcome.nodes
         if outcome.status == "not_robust" and is_counterexample(self.net, outcome.x, lo, hi, c):
-            return self._found(outcome.x, "bab", start, outcome.nodes, stages)
+            return self._found(outcome.x, "bab", start, nodes, stages)
         if outcome.status == "robust":
-            return Verdict("robust", method="bab", nodes=outcome.nodes, seconds=time.perf_counter() - start,
+            return Verdict("robust", method="bab", nodes=nodes, seconds=time.perf_counter() - start,
                            lower_bound=outcome.lower_bound, stages=stages)
 
         if self.mip_fallback and (deadline is None or time.perf_counter() < deadline - 0.5):
-            verdict = self._mip(lo, hi, c, root, deadline, outcome, start, stages)
+            verdict = self._mip(lo, hi, c, root, deadline, nodes, start, stages)
             if verdict is not None:
                 return verdict
-        return Verdict("unknown", method="bab", nodes=outcome.nodes, seconds=time.perf_counter() - start,
+        return Verdict("unknown", method="bab", nodes=nodes, seconds=time.perf_counter() - start,
                        lower_bound=outcome.lower_bound, stages=stages,
-                       message=f"limit hit after {outcome.nodes} nodes; best proven lower bound of the margin "
+                       message=f"limit hit after {nodes} nodes; best proven lower bound of the margin "
                                f"{outcome.lower_bound:.4g}")
 
-    def _mip(self, lo, hi, c, root: Bounds, deadline, outcome, start, stages) -> Verdict | None:
+    def _search(self, lo, hi, c, root: Bounds, deadline, node_limit: int, root_lower: float,
+                stages: dict) -> bab.BabOutcome:
+        """Return `bab.branch_and_bound`'s outcome from ``root``, its lower bound no worse than ``root_lower``."""
+        outcome = bab.branch_and_bound(self.net, lo, hi, c, deadline=deadline, node_limit=node_limit, root=root,
+                                       node_bound=self.node_bound, rows_apart=self.rows_apart)
+        outcome.lower_bound = max(outcome.lower_bound, root_lower)
+        stages.update(bab_seconds=stages.get("bab_seconds", 0.0) + outcome.seconds,
+                      bab_open_nodes=outcome.open_nodes, bab_lp_solves=outcome.lp_solves,
+                      bab_input_splits=outcome.input_splits)
+        return outcome
+
+    def _mip(self, lo, hi, c, root: Bounds, deadline, bab_nodes: int, start, stages) -> Verdict | None:
         from explain_mnist.mip import NetworkMIP
 
         remaining = None if deadline is None else max(deadline - time.perf_counter(), 0.1)
@@ -171,7 +213,7 @@ class Verifier:
         stages["mip_seconds"] = result.seconds
         name, reason = mip.solver_choices.get("counterexample", (self.solver, "chosen with --solver"))
         stages["mip_solver"] = f"{name} ({reason})"
-        nodes = outcome.nodes + int(result.nodes or 0)
+        nodes = bab_nodes + int(result.nodes or 0)
         if x is not None and is_counterexample(self.net, x, lo, hi, c):
             return self._found(x, "mip", start, nodes, stages)
         if x is None and result.status == "infeasible":
