@@ -1,14 +1,17 @@
 """How branch-and-bound branches: one tree per margin row against one joint tree, and input splits against none.
 
     python benchmarks/bench_branching.py [--limit S] [--instances 256x2:prop_1_0.03,...] [--seeds N] [--shared PATH]
+                                         [--report]
 
 Part 1, mnistfc: the product's `Verifier` (no MIP fallback) with ``rows_apart`` (the default) against the same
-verifier with one joint tree for all margin rows, both in this process. Part 2, low-dimensional inputs: random
+verifier with one joint tree for all margin rows, both in this process (`benchmarks/compare.py`). Part 2, low-dimensional inputs: random
 ReLU nets (seeded, 3 outputs, the box [-2, 2]^n) decided by `branch_and_bound` with input splits weighed at every
 node (the default for at most `bab.INPUT_SPLIT_MAX_DIMS` free inputs) against ReLU splits only. Writes
-benchmarks/branching.json and the section "branching" of benchmarks/RESULTS.md.
+benchmarks/branching.json and the section "branching" of benchmarks/RESULTS.md; ``--report`` only re-renders the
+section from the JSON file.
 """
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -17,15 +20,14 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.compare import compare_verifiers, comparison_table  # noqa: E402
 from benchmarks.report import machine_line, update_section  # noqa: E402
 from explain_mnist import bab  # noqa: E402
 from explain_mnist.network import Affine, Network, ReLU  # noqa: E402
-from explain_mnist.onnx_io import read_onnx  # noqa: E402
 from explain_mnist.results import write_json  # noqa: E402
-from explain_mnist.verifier import Verifier  # noqa: E402
-from explain_mnist.vnnlib import read_vnnlib  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+JSON = REPO / "benchmarks" / "branching.json"
 DEFAULT_INSTANCES = ("256x2:prop_1_0.03,256x2:prop_3_0.03,256x2:prop_5_0.03,256x4:prop_0_0.03,"
                      "256x4:prop_5_0.03,256x4:prop_10_0.05")
 LOW_DIMENSIONAL = ((1, (6, 6)), (2, (16, 16)), (3, (32, 32)), (5, (64, 64)))   # (inputs, hidden sizes)
@@ -38,25 +40,16 @@ def main():
     p.add_argument("--instances", default=DEFAULT_INSTANCES)
     p.add_argument("--seeds", type=int, default=30, help="random nets per low-dimensional shape")
     p.add_argument("--net-limit", type=float, default=10.0, help="time limit per random net and mode")
+    p.add_argument("--report", action="store_true", help="re-render RESULTS.md from the JSON file, run nothing")
     args = p.parse_args()
+    if args.report:
+        report(json.loads(JSON.read_text()), args)
+        return
     machine = machine_line()
-    folder = Path(args.shared)
-    result = dict(rows=[], low_dimensional=[])
-    networks = {}
-    for item in tqdm(args.instances.split(","), desc="rows apart", unit="instance"):
-        size, prop_name = item.split(":")
-        if size not in networks:
-            networks[size] = read_onnx(folder / f"mnist-net_{size}.onnx")
-        net = networks[size]
-        prop = read_vnnlib(folder / f"{prop_name}.vnnlib")
-        row = dict(network=size, property=prop_name)
-        for mode, apart in (("apart", True), ("joint", False)):
-            verifier = Verifier(net, time_limit=args.limit, mip_fallback=False, rows_apart=apart)
-            v = verifier.verify(prop.lo, prop.hi, prop.label)
-            row[mode] = dict(verdict=v.verdict, seconds=round(v.seconds, 2), nodes=v.nodes,
-                             lower_bound=float(v.lower_bound))
-        result["rows"].append(row)
-        write_json(REPO / "benchmarks" / "branching.json", result)
+    rows = compare_verifiers(args.instances, Path(args.shared), args.limit,
+                             {"apart": dict(rows_apart=True), "joint": dict(rows_apart=False)}, JSON, machine,
+                             "rows apart")
+    result = dict(machine=machine, rows=rows, low_dimensional=[])
     for n_in, hidden in tqdm(LOW_DIMENSIONAL, desc="input splits", unit="shape"):
         row = dict(inputs=n_in, hidden=list(hidden), nets=args.seeds)
         for mode, flag in (("input", True), ("relu", False)):
@@ -76,8 +69,8 @@ def main():
             if "unknown" not in verdicts.values() and verdicts["input"] != verdicts["relu"]:
                 raise SystemExit(f"error: the two modes disagree on net {seed} of shape {n_in} x {hidden}: {verdicts}")
         result["low_dimensional"].append(row)
-        write_json(REPO / "benchmarks" / "branching.json", result)
-    report(result, args, machine)
+        write_json(JSON, result)
+    report(result, args)
 
 
 def random_case(seed: int, n_in: int, hidden) -> tuple:
@@ -93,28 +86,15 @@ def random_case(seed: int, n_in: int, hidden) -> tuple:
     return net, np.full(n_in, -2.0), np.full(n_in, 2.0), int(net.predict(np.zeros(n_in)))
 
 
-def report(result, args, machine):
-    rows = result["rows"]
-    both = [r for r in rows if r["apart"]["verdict"] != "unknown" and r["joint"]["verdict"] != "unknown"]
-    lines = ["## Branching: one tree per margin row, and input splits", "", machine,
+def report(result, args):
+    lines = ["## Branching: one tree per margin row, and input splits", "", result["machine"],
              "Command: `OMP_NUM_THREADS=1 python benchmarks/bench_branching.py"
              + ("" if args.limit == 60 else f" --limit {args.limit:g}")
              + ("" if args.instances == DEFAULT_INSTANCES else f" --instances {args.instances}") + "`, 1 thread; "
              "each comparison in one process.", "",
              f"mnistfc, `Verifier` without MIP fallback, {args.limit:g} s per instance and mode. Apart: one "
-             "branch-and-bound tree per open margin row (the default); joint: one tree for all rows. "
-             f"Decided by both: {len(both)} of {len(rows)}, in "
-             f"{sum(r['apart']['seconds'] for r in both):.1f} s apart against "
-             f"{sum(r['joint']['seconds'] for r in both):.1f} s joint. Ratio: joint seconds / apart seconds.", "",
-             "| network | property | apart | s | nodes | joint | s | nodes | bound | ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        a, j = r["apart"], r["joint"]
-        ratio = f"{j['seconds'] / a['seconds']:.1f}" if a["verdict"] != "unknown" and a["seconds"] > 0 else "-"
-        if a["verdict"] != "unknown" and j["verdict"] == "unknown":
-            ratio = f"> {j['seconds'] / a['seconds']:.1f}"
-        lines.append(f"| {r['network']} | {r['property']} | {a['verdict']} | {a['seconds']} | {a['nodes']} | "
-                     f"{j['verdict']} | {j['seconds']} | {j['nodes']} | {j['lower_bound']:.4g} | {ratio} |")
+             "branch-and-bound tree per open margin row (the default); joint: one tree for all rows."]
+    lines += comparison_table(result["rows"], "apart", "joint", ("apart", "joint"))
     lines += ["", f"Low-dimensional inputs: {args.seeds} random nets per shape (3 outputs, box [-2, 2]^n), "
               f"`branch_and_bound` with input splits weighed at every node against ReLU splits only, "
               f"{args.net_limit:g} s per net and mode; both modes agreed wherever both decided. "
