@@ -248,7 +248,9 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
     after CROWN: "beta" (batched beta-CROWN, the node LP only at leaves) or "lp" (a node LP per row).
     ``rows_apart``: one tree per open margin row (default) rather than one tree for all rows.
     ``input_splits``: weigh input splits against ReLU splits at every node; by default only
-    when the box has at most `INPUT_SPLIT_MAX_DIMS` free inputs.
+    when the box has at most `INPUT_SPLIT_MAX_DIMS` free inputs. Without ``counterexamples`` no
+    candidate point is tried and a leaf's exact LP minimum closes it: the search only raises its
+    proven lower bound (`refine.py` bounds a neuron this way), ending "robust" or "unknown".
     """
     if node_bound not in NODE_BOUNDS:
         raise ValueError(f"unknown node bound {node_bound!r}; supported: {', '.join(NODE_BOUNDS)}")

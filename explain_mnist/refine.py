@@ -31,7 +31,7 @@ its margin bound go from -3.6 to +0.08 at the root after layers 1 and 2, in 35 s
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -113,9 +113,10 @@ def refine_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, bounds: Bounds, 
         layers_done += not _out_of_time(deadline)
         current = alpha_tighten(net, lo, hi, bounds=tightened, C=C,
                                 time_budget=None if deadline is None else max(deadline - time.perf_counter(), 0.0))
-    current.method = "refined"
-    current.seconds = time.perf_counter() - start
-    return Refinement(current, searches, nodes, layers_done, current.seconds)
+    seconds = time.perf_counter() - start
+    if current is not bounds:
+        current = replace(current, method="refined", seconds=seconds)
+    return Refinement(current, searches, nodes, layers_done, seconds)
 
 
 def _out_of_time(deadline: float | None) -> bool:
