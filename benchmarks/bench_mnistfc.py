@@ -62,7 +62,8 @@ def main():
                      "seconds": round(time.perf_counter() - start, 2), "nodes": result["nodes"],
                      "consensus": known["consensus"], "fastest_tool_seconds": known["fastest_agreeing_seconds"],
                      "tools_agreeing": known.get("tools_agreeing", "n/a"),
-                     "limit": limit, "contradiction": contradiction})
+                     "limit": limit, "contradiction": contradiction, "lower_bound": result["lower_bound"],
+                     "stages": result["stages"]})
         tqdm.write(f"{network} {prop_name}: {ours} by {result['method']} in {rows[-1]['seconds']} s "
                    f"({result['nodes']} nodes); consensus {known['consensus']}" + ("  CONTRADICTION" if contradiction else ""))
         write_json(args.out, rows)
