@@ -250,7 +250,8 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
     ``input_splits``: weigh input splits against ReLU splits at every node; by default only
     when the box has at most `INPUT_SPLIT_MAX_DIMS` free inputs. Without ``counterexamples`` no
     candidate point is tried and a leaf's exact LP minimum closes it: the search only raises its
-    proven lower bound (`refine.py` bounds a neuron this way), ending "robust" or "unknown".
+    proven lower bound (`refine.py` bounds a neuron this way), ending "robust" (every node closed:
+    the bound is final, and may be <= 0) or "unknown".
     """
     if node_bound not in NODE_BOUNDS:
         raise ValueError(f"unknown node bound {node_bound!r}; supported: {', '.join(NODE_BOUNDS)}")
@@ -277,7 +278,8 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
         heap = [_Node(root_bound, next(counter), no_phases, np.ones(m, dtype=bool), root_lower, root_upper,
                       root_rows)]
     nodes = input_split_count = 0
-    closed_lower = np.inf  # the smallest margin bound that closed a node
+    # the smallest margin bound that closed a node, rows proved at the root (never on the heap) included
+    closed_lower = float(root_rows[root_rows > PROOF_TOLERANCE].min(initial=np.inf))
     node_lp = None
     beta_steps = NODE_BOUNDS[node_bound] * len(sizes)
 

@@ -48,9 +48,9 @@ class Refinement:
     """The result of `refine_bounds`: the tightened bounds and the work done."""
 
     bounds: Bounds
-    searches: int     # neuron bounds searched by branch-and-bound
-    nodes: int        # their nodes in all
-    layers: int       # hidden layers refined (all their unstable neurons searched)
+    searches: int         # neuron bounds searched by branch-and-bound
+    nodes: int            # their nodes in all
+    layers_refined: int   # hidden layers whose unstable neurons were all searched
     seconds: float
 
 
@@ -71,9 +71,12 @@ def neuron_bound(net: Network, lo: np.ndarray, hi: np.ndarray, lower: list, uppe
     sub = _neuron_net(net, k, i, sign)
     prior = ([l[None] for l in lower[:k]], [u[None] for u in upper[:k]])
     root = crown_bounds(sub, lo, hi, C=sub.spec_matrix(1), prior=prior)
+    root_bound = float(root.spec_lower[0, 0])
+    if root_bound > bab.PROOF_TOLERANCE or not np.isfinite(root_bound):
+        return root_bound if np.isfinite(root_bound) else -np.inf, 0
     outcome = bab.branch_and_bound(sub, lo, hi, 1, deadline=deadline, node_limit=node_limit, root=root,
                                    counterexamples=False)
-    return max(outcome.lower_bound, float(root.spec_lower[0, 0])), outcome.nodes
+    return max(outcome.lower_bound, root_bound), outcome.nodes
 
 
 def refine_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, bounds: Bounds, C: np.ndarray | None = None,
@@ -104,6 +107,8 @@ def refine_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, bounds: Bounds, 
                 value, used = neuron_bound(net, lo, hi, lower, upper, k, i, sign, node_limit, deadline)
                 searches += 1
                 nodes += used
+                if not np.isfinite(value):   # nothing proved (an empty search region would be a bug upstream)
+                    continue
                 if sign > 0:
                     lower[k][i] = max(lower[k][i], value)
                 else:
@@ -120,8 +125,10 @@ def refine_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, bounds: Bounds, 
 
 
 def _out_of_time(deadline: float | None) -> bool:
+    """Return True iff a deadline is set and has passed."""
     return deadline is not None and time.perf_counter() >= deadline
 
 
 def _proved(bounds: Bounds) -> bool:
+    """Return True iff ``bounds`` prove every margin (spec lower bounds above `bab.PROOF_TOLERANCE`)."""
     return bounds.spec_lower is not None and bool(bounds.spec_lower.min() > bab.PROOF_TOLERANCE)

@@ -75,7 +75,7 @@ class Verdict:
     counterexample: np.ndarray | None = None
     counterexample_class: int | None = None
     method: str = "bounds"
-    nodes: int = 0
+    nodes: int = 0   # branch-and-bound nodes, the refinement's searches on cut networks included
     seconds: float = 0.0
     lower_bound: float = float("-inf")
     message: str = ""
@@ -170,12 +170,13 @@ class Verifier:
             root_lower = max(root_lower, outcome.lower_bound, float(root.spec_lower.min()))
             nodes += refinement.nodes
             stages.update(refine_seconds=refinement.seconds, refine_searches=refinement.searches,
-                          refine_layers=refinement.layers, refine_nodes=refinement.nodes,
+                          refine_layers=refinement.layers_refined, refine_nodes=refinement.nodes,
                           probe_nodes=outcome.nodes)
             if root_lower > bab.PROOF_TOLERANCE:
                 return Verdict("robust", method="bab", nodes=nodes, seconds=time.perf_counter() - start,
                                lower_bound=root_lower, stages=stages)
-            outcome = self._search(lo, hi, c, root, bab_deadline, self.node_limit - nodes, root_lower, stages)
+            # the node limit counts margin nodes; the refinement's nodes (on cut networks) are capped per bound
+            outcome = self._search(lo, hi, c, root, bab_deadline, self.node_limit - outcome.nodes, root_lower, stages)
             nodes += outcome.nodes
         if outcome.status == "not_robust" and is_counterexample(self.net, outcome.x, lo, hi, c):
             return self._found(outcome.x, "bab", start, nodes, stages)

@@ -91,6 +91,7 @@ def shift_to_margin(net, c, shift):
 
 
 def check_verdict(net, lo, hi, c, m_star, verdict):
+    assert verdict.lower_bound <= m_star + 1e-7, (m_star, verdict)   # a proven lower bound of the smallest margin
     if m_star > 0:
         assert verdict.verdict == "robust", (m_star, verdict)
         # bounds and branch-and-bound prove a positive margin; a MIP proves it up to its tolerance
