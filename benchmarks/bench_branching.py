@@ -10,8 +10,6 @@ node (the default for at most `bab.INPUT_SPLIT_MAX_DIMS` free inputs) against Re
 benchmarks/branching.json and the section "branching" of benchmarks/RESULTS.md; ``--report`` only re-renders the
 section from the JSON file.
 """
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,36 +18,29 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.compare import compare_verifiers, comparison_table  # noqa: E402
-from benchmarks.report import machine_line, update_section  # noqa: E402
+from benchmarks.compare import command_line, comparison_parser, comparison_run, comparison_table  # noqa: E402
+from benchmarks.report import update_section  # noqa: E402
 from explain_mnist import bab  # noqa: E402
 from explain_mnist.network import Affine, Network, ReLU  # noqa: E402
 from explain_mnist.results import write_json  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-JSON = REPO / "benchmarks" / "branching.json"
+JSON = Path(__file__).resolve().parent / "branching.json"
 DEFAULT_INSTANCES = ("256x2:prop_1_0.03,256x2:prop_3_0.03,256x2:prop_5_0.03,256x4:prop_0_0.03,"
                      "256x4:prop_5_0.03,256x4:prop_10_0.05")
 LOW_DIMENSIONAL = ((1, (6, 6)), (2, (16, 16)), (3, (32, 32)), (5, (64, 64)))   # (inputs, hidden sizes)
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--shared", default=str(REPO.parent / "shared" / "benchmarks" / "mnistfc"))
-    p.add_argument("--limit", type=float, default=60.0, help="time limit per mnistfc instance and mode")
-    p.add_argument("--instances", default=DEFAULT_INSTANCES)
+    p = comparison_parser(__doc__, DEFAULT_INSTANCES, 60.0)
     p.add_argument("--seeds", type=int, default=30, help="random nets per low-dimensional shape")
     p.add_argument("--net-limit", type=float, default=10.0, help="time limit per random net and mode")
-    p.add_argument("--report", action="store_true", help="re-render RESULTS.md from the JSON file, run nothing")
     args = p.parse_args()
+    result = comparison_run(args, {"apart": dict(rows_apart=True), "joint": dict(rows_apart=False)}, JSON,
+                            "rows apart")
     if args.report:
-        report(json.loads(JSON.read_text()), args)
+        report(result)
         return
-    machine = machine_line()
-    rows = compare_verifiers(args.instances, Path(args.shared), args.limit,
-                             {"apart": dict(rows_apart=True), "joint": dict(rows_apart=False)}, JSON, machine,
-                             "rows apart")
-    result = dict(machine=machine, rows=rows, low_dimensional=[])
+    result.update(seeds=args.seeds, net_limit=args.net_limit, low_dimensional=[])
     for n_in, hidden in tqdm(LOW_DIMENSIONAL, desc="input splits", unit="shape"):
         row = dict(inputs=n_in, hidden=list(hidden), nets=args.seeds)
         for mode, flag in (("input", True), ("relu", False)):
@@ -70,7 +61,7 @@ def main():
                 raise SystemExit(f"error: the two modes disagree on net {seed} of shape {n_in} x {hidden}: {verdicts}")
         result["low_dimensional"].append(row)
         write_json(JSON, result)
-    report(result, args)
+    report(result)
 
 
 def random_case(seed: int, n_in: int, hidden) -> tuple:
@@ -86,18 +77,17 @@ def random_case(seed: int, n_in: int, hidden) -> tuple:
     return net, np.full(n_in, -2.0), np.full(n_in, 2.0), int(net.predict(np.zeros(n_in)))
 
 
-def report(result, args):
+def report(result):
+    own_options = f" --seeds {result['seeds']} --net-limit {result['net_limit']:g}"
     lines = ["## Branching: one tree per margin row, and input splits", "", result["machine"],
-             "Command: `OMP_NUM_THREADS=1 python benchmarks/bench_branching.py"
-             + ("" if args.limit == 60 else f" --limit {args.limit:g}")
-             + ("" if args.instances == DEFAULT_INSTANCES else f" --instances {args.instances}") + "`, 1 thread; "
+             f"Command: {command_line('bench_branching.py', result, DEFAULT_INSTANCES, own_options)}, 1 thread; "
              "each comparison in one process.", "",
-             f"mnistfc, `Verifier` without MIP fallback, {args.limit:g} s per instance and mode. Apart: one "
+             f"mnistfc, `Verifier` without MIP fallback, {result['limit']:g} s per instance and mode. Apart: one "
              "branch-and-bound tree per open margin row (the default); joint: one tree for all rows."]
     lines += comparison_table(result["rows"], "apart", "joint", ("apart", "joint"))
-    lines += ["", f"Low-dimensional inputs: {args.seeds} random nets per shape (3 outputs, box [-2, 2]^n), "
+    lines += ["", f"Low-dimensional inputs: {result['seeds']} random nets per shape (3 outputs, box [-2, 2]^n), "
               f"`branch_and_bound` with input splits weighed at every node against ReLU splits only, "
-              f"{args.net_limit:g} s per net and mode; both modes agreed wherever both decided. "
+              f"{result['net_limit']:g} s per net and mode; both modes agreed wherever both decided. "
               "Ratio: ReLU-only seconds / with input splits.", "",
               "| inputs | hidden | input+ReLU s | nodes | unknown | input splits | ReLU only s | nodes | unknown | ratio |",
               "|---|---|---|---|---|---|---|---|---|---|"]

@@ -1,45 +1,76 @@
 """Two configurations of the `Verifier` on mnistfc instances, in one process, and their table.
 
 Shared by the benchmarks that measure one verifier feature against a baseline (`bench_node_bounds`,
-`bench_branching`, `bench_refine`). Their JSON file holds ``{"machine": line, "rows": [...]}``; each row names
-the instance and holds, per configuration, ``verdict``, ``seconds``, ``nodes`` and ``lower_bound``.
+`bench_branching`, `bench_refine`). Their JSON file holds a run: ``{"machine": line, "limit": seconds,
+"instances": "256x2:prop_1_0.03,...", "rows": [...]}``; each row names the instance and holds, per
+configuration, ``verdict``, ``seconds``, ``nodes`` and ``lower_bound``. ``--report`` re-renders a section from
+the saved run, so the table always describes the run that made it.
 """
+import argparse
+import json
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.report import machine_line  # noqa: E402
 from explain_mnist.onnx_io import read_onnx  # noqa: E402
 from explain_mnist.results import write_json  # noqa: E402
 from explain_mnist.verifier import Verifier  # noqa: E402
 from explain_mnist.vnnlib import read_vnnlib  # noqa: E402
 
+REPO = Path(__file__).resolve().parent.parent
 
-def compare_verifiers(instances: str, folder: Path, limit: float, configs: dict, json_path: Path, machine: str,
-                      desc: str) -> list:
-    """Return one row per instance ("256x2:prop_1_0.03,...") with the verdict of each configuration.
 
-    ``configs`` maps a name to `Verifier` keyword arguments (added to a time limit of ``limit`` seconds
-    and no MIP fallback). Rows are written to ``json_path`` after every instance.
+def comparison_parser(doc: str, default_instances: str, default_limit: float) -> argparse.ArgumentParser:
+    """Return the parser of the options every comparison takes: --shared, --limit, --instances, --report."""
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--shared", default=str(REPO.parent / "shared" / "benchmarks" / "mnistfc"))
+    p.add_argument("--limit", type=float, default=default_limit, help="time limit per instance and configuration")
+    p.add_argument("--instances", default=default_instances)
+    p.add_argument("--report", action="store_true", help="re-render RESULTS.md from the JSON file, run nothing")
+    return p
+
+
+def comparison_run(args, configs: dict, json_path: Path, desc: str) -> dict:
+    """Return the saved run of ``json_path`` with ``args.report``, else a new run of `compare_verifiers`."""
+    if args.report:
+        return json.loads(Path(json_path).read_text())
+    run = dict(machine=machine_line(), limit=args.limit, instances=args.instances, rows=[])
+    compare_verifiers(run, Path(args.shared), configs, json_path, desc)
+    return run
+
+
+def command_line(script: str, run: dict, default_instances: str, extra: str = "") -> str:
+    """Return the command that made ``run`` (``extra``: the script's own options), in backquotes."""
+    return (f"`OMP_NUM_THREADS=1 python benchmarks/{script} --limit {run['limit']:g}"
+            + ("" if run["instances"] == default_instances else f" --instances {run['instances']}") + extra + "`")
+
+
+def compare_verifiers(run: dict, folder: Path, configs: dict, json_path: Path, desc: str) -> list:
+    """Fill ``run["rows"]``: one row per instance of ``run["instances"]`` with the verdict of each configuration.
+
+    ``configs`` maps a name to `Verifier` keyword arguments (added to a time limit of ``run["limit"]``
+    seconds and no MIP fallback). The run is written to ``json_path`` after every instance.
     """
-    rows, networks = [], {}
-    for item in tqdm(instances.split(","), desc=desc, unit="instance"):
+    networks = {}
+    for item in tqdm(run["instances"].split(","), desc=desc, unit="instance"):
         size, prop_name = item.split(":")
         if size not in networks:
             networks[size] = read_onnx(Path(folder) / f"mnist-net_{size}.onnx")
         prop = read_vnnlib(Path(folder) / f"{prop_name}.vnnlib")
         row = dict(network=size, property=prop_name)
         for name, kwargs in configs.items():
-            verifier = Verifier(networks[size], time_limit=limit, mip_fallback=False, **kwargs)
+            verifier = Verifier(networks[size], time_limit=run["limit"], mip_fallback=False, **kwargs)
             v = verifier.verify(prop.lo, prop.hi, prop.label)
             row[name] = dict(verdict=v.verdict, seconds=round(v.seconds, 2), nodes=v.nodes,
                              lower_bound=float(v.lower_bound))
-        rows.append(row)
+        run["rows"].append(row)
         tqdm.write(f"{item}: " + ", ".join(f"{n} {row[n]['verdict']} {row[n]['seconds']} s {row[n]['nodes']} nodes"
                                            for n in configs))
-        write_json(json_path, dict(machine=machine, rows=rows))
-    return rows
+        write_json(json_path, run)
+    return run["rows"]
 
 
 def ratio(new: dict, baseline: dict) -> str:
