@@ -9,6 +9,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from explain_mnist.results import write_atomic  # noqa: E402
+from explain_mnist.threads import blas_threads, limit_threads  # noqa: E402
+
+limit_threads()   # every benchmark imports this module: all measure with one BLAS thread, as the scripts run
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADER = "# Benchmark results\n\nEach section is rewritten by the benchmark named in it; figures are measured, not asserted.\n"
@@ -22,7 +25,7 @@ def machine_line() -> str:
                                 cwd=RESULTS.parent, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
-    return (f"Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+    return (f"Machine: {os.cpu_count()} cores ({cpu}), {blas_threads()} BLAS thread(s), Python {platform.python_version()}, "
             f"{datetime.date.today().isoformat()}, commit {commit}.")
 
 

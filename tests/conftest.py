@@ -11,6 +11,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.pop("MNIST_PATH", None)
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from explain_mnist.threads import limit_threads  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_blas_thread():
+    """Run every test with the scripts' default of one BLAS thread (and pass it to the scripts run as processes)."""
+    limit_threads()
 
 
 @pytest.fixture(scope="session")
