@@ -83,7 +83,7 @@ from explain_mnist.network import Network
 
 BATCH_NODES = 32
 BETA_STEPS_PER_LAYER = 10   # projected Adam steps of beta-CROWN per batch of nodes, per hidden layer
-PROOF_TOLERANCE = 1e-9  # a margin bound proves the margin positive only above this (floating-point rounding)
+PROOF_TOLERANCE = 1e-9  # default: a margin bound proves the margin positive only above this (rounding)
 INPUT_SPLIT_MAX_DIMS = 16   # input splits are weighed only for boxes with at most this many free inputs
 INPUT_SPLIT_DEPTH = 20      # an input is halved at most this many times (its width stays >= 2^-20 of the box's)
 
@@ -100,6 +100,7 @@ class BabOutcome:
     open_nodes: int = 0
     lp_solves: int = 0
     input_splits: int = 0
+    stopped_by: str = ""   # why an "unknown" search stopped: "node_limit", "deadline", "interrupt" or "tie"
 
 
 @dataclass(order=True)
@@ -241,7 +242,8 @@ def _settled(phases: list, lower: list, upper: list) -> list:
 def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadline: float | None = None,
                      node_limit: int = 200_000, root: Bounds | None = None,
                      batch: int = BATCH_NODES, node_bound: str = "beta", rows_apart: bool = True,
-                     input_splits: bool | None = None, counterexamples: bool = True) -> BabOutcome:
+                     input_splits: bool | None = None, counterexamples: bool = True,
+                     tolerance: float = PROOF_TOLERANCE, progress=None) -> BabOutcome:
     """Return the `BabOutcome` of deciding whether every input in ``[lo, hi]`` keeps class ``c``.
 
     ``node_bound`` (a key of `NODE_BOUNDS`) chooses how the open margins of a node are bounded
@@ -252,6 +254,11 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
     candidate point is tried and a leaf's exact LP minimum closes it: the search only raises its
     proven lower bound (`refine.py` bounds a neuron this way), ending "robust" (every node closed:
     the bound is final, and may be <= 0) or "unknown".
+
+    A margin bound proves its row only above ``tolerance`` (the caller scales it to the problem:
+    floating-point rounding grows with the size of the values summed). ``progress``, if given, is
+    called as ``progress(nodes, lower_bound)`` after every batch. On Ctrl-C the search stops as at
+    a deadline ("unknown", ``stopped_by="interrupt"``), its lower bound still a proof.
     """
     if node_bound not in NODE_BOUNDS:
         raise ValueError(f"unknown node bound {node_bound!r}; supported: {', '.join(NODE_BOUNDS)}")
@@ -272,21 +279,31 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
     no_phases = [np.zeros(n, dtype=np.int8) for n in sizes]
     if rows_apart:
         heap = [_Node(float(root_rows[r]), next(counter), no_phases, np.arange(m) == r, root_lower, root_upper,
-                      root_rows) for r in range(m) if not root_rows[r] > PROOF_TOLERANCE]
+                      root_rows) for r in range(m) if not root_rows[r] > tolerance]
         heapq.heapify(heap)
     else:
         heap = [_Node(root_bound, next(counter), no_phases, np.ones(m, dtype=bool), root_lower, root_upper,
                       root_rows)]
     nodes = input_split_count = 0
     # the smallest margin bound that closed a node, rows proved at the root (never on the heap) included
-    closed_lower = float(root_rows[root_rows > PROOF_TOLERANCE].min(initial=np.inf))
+    closed_lower = float(root_rows[root_rows > tolerance].min(initial=np.inf))
     node_lp = None
     beta_steps = NODE_BOUNDS[node_bound] * len(sizes)
 
-    def outcome(status, x=None):
+    in_flight = np.inf   # the smallest bound of a batch taken off the heap and not yet put back or split
+
+    def outcome(status, x=None, stopped_by=""):
         open_bound = min((node.bound for node in heap), default=np.inf)
-        return BabOutcome(status, x, float(min(open_bound, closed_lower)), nodes, time.perf_counter() - start,
-                          len(heap), 0 if node_lp is None else node_lp.solves, input_split_count)
+        return BabOutcome(status, x, float(min(open_bound, closed_lower, in_flight)), nodes,
+                          time.perf_counter() - start, len(heap), 0 if node_lp is None else node_lp.solves,
+                          input_split_count, stopped_by)
+
+    def put_back(indices):
+        """Put nodes of the current batch back on the heap unsplit, so that the open bound stays a proof."""
+        for rest in indices:
+            node = taken[rest]
+            heapq.heappush(heap, _Node(float(lower[rest][open_rows[rest]].min()), next(counter), node.phases,
+                                       open_rows[rest], node.lower, node.upper, lower[rest], box=node.box))
 
     def counterexample(A, box_lo, box_hi):
         """Return the first minimising box corner of the linear bounds ``A`` that changes the class, or None."""
@@ -296,112 +313,123 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
         hits = np.flatnonzero(net.predict(corners) != c)
         return corners[hits[0]] if hits.size else None
 
-    while heap:
-        if nodes >= node_limit or (deadline is not None and time.perf_counter() > deadline):
-            return outcome("unknown")
-        taken = [heapq.heappop(heap) for _ in range(min(batch, len(heap)))]
-        nodes += len(taken)
-        phases = [np.stack([node.phases[k] for node in taken]) for k in range(len(sizes))]
-        prior = ([np.stack([node.lower[k] for node in taken]) for k in range(len(sizes))],
-                 [np.stack([node.upper[k] for node in taken]) for k in range(len(sizes))])
-        box_lo = np.stack([lo if node.box is None else node.box[0] for node in taken])
-        box_hi = np.stack([hi if node.box is None else node.box[1] for node in taken])
-        bounds = crown_bounds(net, box_lo, box_hi, phases=phases, C=C, prior=prior,
-                              fresh_from=np.array([node.fresh_from for node in taken]))
-        inherited = np.stack([node.row_bounds for node in taken])
-        lower = np.where(np.stack([node.open_rows for node in taken]), np.maximum(bounds.spec_lower, inherited), np.inf)
-        open_rows = ~(lower > PROOF_TOLERANCE) & ~bounds.infeasible[:, None]   # a NaN bound proves nothing
-        idx = np.flatnonzero(open_rows.any(axis=1))
-        node_of, row_of = np.nonzero(open_rows)
-        if idx.size:
-            x = counterexample(bounds.spec_lower_A[node_of, row_of], box_lo[node_of], box_hi[node_of])
-            if x is not None:
-                return outcome("not_robust", x)
-        warm = [None] * len(taken)
-        if beta_steps and idx.size:
-            alpha0, nu0 = _warm_start_from([node.warm for node in taken], node_of, row_of, bounds.lower)
-            rows = optimise_rows(net, box_lo[node_of], box_hi[node_of], [l[node_of] for l in bounds.lower],
-                                 [u[node_of] for u in bounds.upper], W_spec[row_of][:, None, :],
-                                 b_spec[row_of][:, None], phases=[p[node_of] for p in phases], steps=beta_steps,
-                                 deadline=np.inf if deadline is None else deadline, alpha=alpha0, nu=nu0,
-                                 stop_above=PROOF_TOLERANCE, dtype=np.float32)
-            warm = [{} for _ in taken]
-            for pair, (i, r) in enumerate(zip(node_of, row_of)):
-                warm[i][r] = ([a[pair, 0].astype(np.float32) for a in rows.alpha],
-                              [v[pair, 0].astype(np.float32) for v in rows.nu])
-            lower[node_of, row_of] = np.maximum(lower[node_of, row_of], rows.bound[:, 0])
-            x = counterexample(rows.A[:, 0], box_lo[node_of], box_hi[node_of])
-            if x is not None:
-                return outcome("not_robust", x)
-            open_rows &= ~(lower > PROOF_TOLERANCE)
-        proved = (lower > PROOF_TOLERANCE) & np.isfinite(lower) & ~bounds.infeasible[:, None]
-        closed_lower = min(closed_lower, float(lower[proved].min(initial=np.inf)))
-        idx = np.flatnonzero(open_rows.any(axis=1))
-        if idx.size == 0:
-            continue
-        worst = np.argmin(lower, axis=1)
-        lam = [np.zeros((len(taken), n)) for n in sizes]
-        for k, coefficient in enumerate(spec_coefficients(net, bounds, C[worst[idx]], phases, boxes=idx)):
-            lam[k][idx] = coefficient
-        settled = {i: _settled([p[i] for p in phases], [l[i] for l in bounds.lower], [u[i] for u in bounds.upper])
-                   for i in idx}
-        choices = {i: _split_choice([l[i] for l in bounds.lower], [u[i] for u in bounds.upper],
-                                    [coefficient[i] for coefficient in lam], settled[i]) for i in idx}
-        if input_splits:
-            choices.update(_input_or_relu(net, C, bounds, box_lo, box_hi, settled, choices, worst, open_rows,
-                                          lower, (hi - lo) * 2.0 ** -INPUT_SPLIT_DEPTH,
-                                          [node.splits for node in taken]))
-        for pos, i in enumerate(idx):
+    try:
+        while heap:
+            if progress is not None:
+                progress(nodes, min(heap[0].bound, closed_lower))
+            if nodes >= node_limit:
+                return outcome("unknown", stopped_by="node_limit")
             if deadline is not None and time.perf_counter() > deadline:
-                for rest in idx[pos:]:   # back on the heap unsplit, so the open bound stays valid
-                    node = taken[rest]
-                    heapq.heappush(heap, _Node(float(lower[rest][open_rows[rest]].min()), next(counter), node.phases,
-                                               open_rows[rest], node.lower, node.upper, lower[rest], box=node.box))
-                return outcome("unknown")
-            node_lower = [l[i] for l in bounds.lower]
-            node_upper = [u[i] for u in bounds.upper]
-            node_box = taken[i].box
-            choice = choices[i]
-            rows = lower[i].copy()
-            if choice is None or not beta_steps:
-                # the node LP: exact at a leaf (every neuron fixed), the "lp" node bound elsewhere
-                if node_lp is None:
-                    node_lp = NodeLP(net, lo, hi, root if root is not None else crown_bounds(net, lo, hi), C)
-                for r in np.argsort(rows):
-                    if not open_rows[i, r]:
-                        break
-                    value, x = node_lp.minimum(settled[i], node_upper, r, node_lower, box=node_box)
-                    if counterexamples and x is not None and net.predict(x) != c:
-                        return outcome("not_robust", x)
-                    rows[r] = max(rows[r], value)
-                    if rows[r] <= PROOF_TOLERANCE:
-                        break
-            still_open = open_rows[i] & (rows <= PROOF_TOLERANCE)
-            closed_lower = min(closed_lower, float(rows[open_rows[i] & ~still_open].min(initial=np.inf)))
-            if not still_open.any():
+                return outcome("unknown", stopped_by="deadline")
+            taken = [heapq.heappop(heap) for _ in range(min(batch, len(heap)))]
+            in_flight = min(node.bound for node in taken)
+            nodes += len(taken)
+            phases = [np.stack([node.phases[k] for node in taken]) for k in range(len(sizes))]
+            prior = ([np.stack([node.lower[k] for node in taken]) for k in range(len(sizes))],
+                     [np.stack([node.upper[k] for node in taken]) for k in range(len(sizes))])
+            box_lo = np.stack([lo if node.box is None else node.box[0] for node in taken])
+            box_hi = np.stack([hi if node.box is None else node.box[1] for node in taken])
+            bounds = crown_bounds(net, box_lo, box_hi, phases=phases, C=C, prior=prior,
+                                  fresh_from=np.array([node.fresh_from for node in taken]))
+            inherited = np.stack([node.row_bounds for node in taken])
+            lower = np.where(np.stack([node.open_rows for node in taken]), np.maximum(bounds.spec_lower, inherited), np.inf)
+            open_rows = ~(lower > tolerance) & ~bounds.infeasible[:, None]   # a NaN bound proves nothing
+            idx = np.flatnonzero(open_rows.any(axis=1))
+            node_of, row_of = np.nonzero(open_rows)
+            if idx.size:
+                x = counterexample(bounds.spec_lower_A[node_of, row_of], box_lo[node_of], box_hi[node_of])
+                if x is not None:
+                    return outcome("not_robust", x)
+            warm = [None] * len(taken)
+            if beta_steps and idx.size:
+                alpha0, nu0 = _warm_start_from([node.warm for node in taken], node_of, row_of, bounds.lower)
+                rows = optimise_rows(net, box_lo[node_of], box_hi[node_of], [l[node_of] for l in bounds.lower],
+                                     [u[node_of] for u in bounds.upper], W_spec[row_of][:, None, :],
+                                     b_spec[row_of][:, None], phases=[p[node_of] for p in phases], steps=beta_steps,
+                                     deadline=np.inf if deadline is None else deadline, alpha=alpha0, nu=nu0,
+                                     stop_above=tolerance, dtype=np.float32)
+                warm = [{} for _ in taken]
+                for pair, (i, r) in enumerate(zip(node_of, row_of)):
+                    warm[i][r] = ([a[pair, 0].astype(np.float32) for a in rows.alpha],
+                                  [v[pair, 0].astype(np.float32) for v in rows.nu])
+                lower[node_of, row_of] = np.maximum(lower[node_of, row_of], rows.bound[:, 0])
+                x = counterexample(rows.A[:, 0], box_lo[node_of], box_hi[node_of])
+                if x is not None:
+                    return outcome("not_robust", x)
+                open_rows &= ~(lower > tolerance)
+            proved = (lower > tolerance) & np.isfinite(lower) & ~bounds.infeasible[:, None]
+            closed_lower = min(closed_lower, float(lower[proved].min(initial=np.inf)))
+            idx = np.flatnonzero(open_rows.any(axis=1))
+            if idx.size == 0:
+                in_flight = np.inf
                 continue
-            if choice is None and not counterexamples:
-                closed_lower = min(closed_lower, float(rows[still_open].min()))
-                continue
-            if choice is None:
-                # every neuron is fixed: the LP was exact, its minimum <= 0 and its minimiser did not flip the
-                # class: a margin of about 0 (a tie) that no point verifiably crosses
-                heapq.heappush(heap, _Node(float(rows[still_open].min()), next(counter), settled[i], still_open,
-                                           node_lower, node_upper, rows, box=node_box))
-                return outcome("unknown")
-            bound = float(rows[still_open].min())
-            if choice[0] == "input":
-                input_split_count += 1
+            worst = np.argmin(lower, axis=1)
+            lam = [np.zeros((len(taken), n)) for n in sizes]
+            for k, coefficient in enumerate(spec_coefficients(net, bounds, C[worst[idx]], phases, boxes=idx)):
+                lam[k][idx] = coefficient
+            settled = {i: _settled([p[i] for p in phases], [l[i] for l in bounds.lower], [u[i] for u in bounds.upper])
+                       for i in idx}
+            choices = {i: _split_choice([l[i] for l in bounds.lower], [u[i] for u in bounds.upper],
+                                        [coefficient[i] for coefficient in lam], settled[i]) for i in idx}
+            if input_splits:
+                choices.update(_input_or_relu(net, C, bounds, box_lo, box_hi, settled, choices, worst, open_rows,
+                                              lower, (hi - lo) * 2.0 ** -INPUT_SPLIT_DEPTH,
+                                              [node.splits for node in taken]))
+            for pos, i in enumerate(idx):
+                if deadline is not None and time.perf_counter() > deadline:
+                    put_back(idx[pos:])
+                    in_flight = np.inf
+                    return outcome("unknown", stopped_by="deadline")
+                node_lower = [l[i] for l in bounds.lower]
+                node_upper = [u[i] for u in bounds.upper]
+                node_box = taken[i].box
+                choice = choices[i]
+                rows = lower[i].copy()
+                if choice is None or not beta_steps:
+                    # the node LP: exact at a leaf (every neuron fixed), the "lp" node bound elsewhere
+                    if node_lp is None:
+                        node_lp = NodeLP(net, lo, hi, root if root is not None else crown_bounds(net, lo, hi), C)
+                    for r in np.argsort(rows):
+                        if not open_rows[i, r]:
+                            break
+                        value, x = node_lp.minimum(settled[i], node_upper, r, node_lower, box=node_box)
+                        if counterexamples and x is not None and net.predict(x) != c:
+                            return outcome("not_robust", x)
+                        rows[r] = max(rows[r], value)
+                        if rows[r] <= tolerance:
+                            break
+                still_open = open_rows[i] & (rows <= tolerance)
+                closed_lower = min(closed_lower, float(rows[open_rows[i] & ~still_open].min(initial=np.inf)))
+                if not still_open.any():
+                    continue
+                if choice is None and not counterexamples:
+                    closed_lower = min(closed_lower, float(rows[still_open].min()))
+                    continue
+                if choice is None:
+                    # every neuron is fixed: the LP was exact, its minimum <= 0 and its minimiser did not flip the
+                    # class: a margin of about 0 (a tie) that no point verifiably crosses
+                    heapq.heappush(heap, _Node(float(rows[still_open].min()), next(counter), settled[i], still_open,
+                                               node_lower, node_upper, rows, box=node_box))
+                    put_back(idx[pos + 1:])
+                    in_flight = np.inf
+                    return outcome("unknown", stopped_by="tie")
+                bound = float(rows[still_open].min())
+                if choice[0] == "input":
+                    input_split_count += 1
+                    relu_splits, input_splits_made = taken[i].splits
+                    for child_box in _halves(box_lo[i], box_hi[i], choice[1]):
+                        heapq.heappush(heap, _Node(bound, next(counter), settled[i], still_open, node_lower, node_upper,
+                                                   rows, warm[i], 0, child_box, (relu_splits, input_splits_made + 1)))
+                    continue
+                k, _ = choice
                 relu_splits, input_splits_made = taken[i].splits
-                for child_box in _halves(box_lo[i], box_hi[i], choice[1]):
-                    heapq.heappush(heap, _Node(bound, next(counter), settled[i], still_open, node_lower, node_upper,
-                                               rows, warm[i], 0, child_box, (relu_splits, input_splits_made + 1)))
-                continue
-            k, _ = choice
-            relu_splits, input_splits_made = taken[i].splits
-            for child in _relu_children(settled[i], choice):
-                heapq.heappush(heap, _Node(bound, next(counter), child, still_open, node_lower, node_upper, rows,
-                                           warm[i], k + 1, node_box, (relu_splits + 1, input_splits_made)))
+                for child in _relu_children(settled[i], choice):
+                    heapq.heappush(heap, _Node(bound, next(counter), child, still_open, node_lower, node_upper, rows,
+                                               warm[i], k + 1, node_box, (relu_splits + 1, input_splits_made)))
+            in_flight = np.inf
+    except KeyboardInterrupt:
+        return outcome("unknown", stopped_by="interrupt")
+    in_flight = np.inf
     return outcome("robust")
 
 

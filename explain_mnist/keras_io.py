@@ -226,6 +226,9 @@ def network_from_keras_model(model, name: str = "keras") -> Network:
     n_out = int(np.prod(shape))
     if decision == "sigmoid" and n_out != 1:
         raise UserError(f"a final sigmoid over {n_out} outputs is not supported (only a single sigmoid output)")
+    if decision == "softmax" and n_out == 1:
+        raise UserError("a final softmax over a single output is constant (1.0 for every input); use a sigmoid "
+                        "for one output, or a softmax over two or more")
     rule = "sigmoid" if decision == "sigmoid" or n_out == 1 else "argmax"
     return Network(layers, decision=rule, input_shape=in_shape, name=name,
                    meta={"format": "keras", "final_activation": decision or "linear"})

@@ -101,6 +101,8 @@ class Network:
         self.layers = normalise_layers(self.layers)
         if self.decision == "sigmoid" and self.n_outputs != 1:
             raise ValueError("the sigmoid decision rule needs exactly one output logit")
+        if self.decision == "argmax" and self.n_outputs < 2:
+            raise ValueError("the argmax decision rule needs two or more output logits (one logit: use sigmoid)")
 
     @property
     def affines(self) -> list[Affine]:
@@ -178,6 +180,25 @@ class Network:
         if self.decision == "sigmoid":
             return [1 - c]
         return [j for j in range(self.n_outputs) if j != c]
+
+    def power_of_two_scaled(self) -> tuple["Network", float]:
+        """Return ``(net, s)``: the same classifier with each layer's largest |weight| in [1, 2), logits times ``s``.
+
+        Layer k is multiplied by a power of two ``t_k`` (its bias by ``t_1 ... t_k``, the scale its
+        input already carries), so every value is exact and the logits are those of this network
+        times ``s = t_1 ... t_L > 0``: the same classes, margins and counterexamples. Solvers and
+        bounds then see weights of one size whatever the scale the network was given in.
+        """
+        layers, scale = [], 1.0
+        for layer in self.layers:
+            if isinstance(layer, Affine):
+                values = layer.W.data if sp.issparse(layer.W) else layer.W
+                largest = float(np.abs(values).max(initial=0.0))
+                t = 2.0 ** -np.floor(np.log2(largest)) if largest > 0 else 1.0
+                scale *= t
+                layer = Affine(layer.W * t, layer.b * scale)
+            layers.append(layer)
+        return Network(layers, self.decision, self.input_shape, self.name, dict(self.meta)), scale
 
     def margins(self, X: np.ndarray, c: int) -> np.ndarray:
         """Return ``C @ logits`` for class ``c``: positive everywhere iff ``X`` keeps class ``c``."""

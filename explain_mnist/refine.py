@@ -80,11 +80,12 @@ def neuron_bound(net: Network, lo: np.ndarray, hi: np.ndarray, lower: list, uppe
 
 
 def refine_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, bounds: Bounds, C: np.ndarray | None = None,
-                  time_budget: float | None = None, node_limit: int = NODES_PER_BOUND) -> Refinement:
+                  time_budget: float | None = None, node_limit: int = NODES_PER_BOUND,
+                  tolerance: float = bab.PROOF_TOLERANCE) -> Refinement:
     """Return the `Refinement` of ``bounds`` (of ONE box): hidden layers 1..L-1 tightened neuron by neuron.
 
     With ``C``, the margins ``C @ logits`` are re-bounded by alpha-CROWN after every layer and
-    refinement stops once they are all proved. After ``time_budget`` seconds the neurons left
+    refinement stops once they are all proved (above ``tolerance``). After ``time_budget`` seconds the neurons left
     keep their bounds.
     """
     start = time.perf_counter()
@@ -94,7 +95,7 @@ def refine_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, bounds: Bounds, 
     current = bounds
     searches = nodes = layers_done = 0
     for k in range(1, len(net.hidden)):
-        if _out_of_time(deadline) or _proved(current):
+        if _out_of_time(deadline) or _proved(current, tolerance):
             break
         lower = [l[0].copy() for l in current.lower]
         upper = [u[0].copy() for u in current.upper]
@@ -129,6 +130,6 @@ def _out_of_time(deadline: float | None) -> bool:
     return deadline is not None and time.perf_counter() >= deadline
 
 
-def _proved(bounds: Bounds) -> bool:
-    """Return True iff ``bounds`` prove every margin (spec lower bounds above `bab.PROOF_TOLERANCE`)."""
-    return bounds.spec_lower is not None and bool(bounds.spec_lower.min() > bab.PROOF_TOLERANCE)
+def _proved(bounds: Bounds, tolerance: float) -> bool:
+    """Return True iff ``bounds`` prove every margin (spec lower bounds above ``tolerance``)."""
+    return bounds.spec_lower is not None and bool(bounds.spec_lower.min() > tolerance)

@@ -40,10 +40,18 @@ Order of work, cheapest first:
    2.3x slower, 346 s against 150 s for branch-and-bound alone, so it is gone.)
 
 A point counts as a counterexample only if it lies in the box and the forward
-pass puts it in another class. Bounds and branch-and-bound prove a margin > 0
-(a bound counts above `bab.PROOF_TOLERANCE`, 1e-9; LP bounds are certified from
-their duals); a MIP proof holds up to the solver's feasibility tolerance: no input
-has a margin below ``-MIP_MARGIN``.
+pass puts it in another class. The verifier works on the network scaled layer by
+layer by powers of two (`Network.power_of_two_scaled`: exact, same classes), so that
+solvers see weights of one size, and its tolerances are relative to the problem's
+scale ``S``, the largest |margin| among the box centre's margins and the root's
+CROWN lower bounds. Bounds and branch-and-bound prove a margin > 0 only when its
+bound exceeds ``PROOF_RELATIVE * S`` (floating-point rounding; LP bounds are
+certified from their duals). The MIP's answer holds up to its feasibility
+tolerance: its ``robust`` says that no input has a margin below
+``-MIP_RELATIVE * S``, and the verdict says so (`Verdict.tolerance`). A search
+that ends on a leaf whose exact minimum is within the tolerance of 0 but whose
+minimiser keeps the class is a tie: ``unknown``, with that said. Scaling a
+network by any power of two changes only the numbers reported.
 """
 from __future__ import annotations
 
@@ -58,7 +66,9 @@ from explain_mnist.network import Network
 from explain_mnist.refine import refine_bounds
 
 SEED_MEMORY = 32
-MIP_MARGIN = 1e-6  # the MIP's proof: no input with a margin <= -MIP_MARGIN (its feasibility tolerance)
+PROOF_RELATIVE = 1e-9   # a bound proves a margin > 0 only above this times the problem's scale
+MIP_RELATIVE = 1e-6     # the MIP's proof: no input with a margin <= -MIP_RELATIVE times the scale
+PROGRESS_SECONDS = 0.5  # at most one progress report per this many seconds
 BAB_SHARE = 0.75  # of a time limit for branch-and-bound; the MIP gets the rest of it
 ALPHA_MAX_SECONDS = 20.0    # alpha-CROWN at the root of a net with 2+ hidden layers: at most this long ...
 ALPHA_SHARE = 0.1           # ... and this share of a time limit
@@ -80,6 +90,8 @@ class Verdict:
     lower_bound: float = float("-inf")
     message: str = ""
     stages: dict = field(default_factory=dict)
+    tolerance: float = 0.0      # > 0: robust only up to this margin (a MIP's proof), in the network's logit units
+    interrupted: bool = False   # stopped by Ctrl-C: unknown, with the best lower bound proved until then
 
 
 def is_counterexample(net: Network, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, c: int) -> bool:
@@ -87,14 +99,53 @@ def is_counterexample(net: Network, x: np.ndarray, lo: np.ndarray, hi: np.ndarra
     return bool(np.all(x >= lo) and np.all(x <= hi) and net.predict(x) != c)
 
 
+def problem_scale(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, root: Bounds) -> float:
+    """Return the scale of a query: the largest |margin| among the box centre's and the root's lower bounds."""
+    centre = net.margins((lo + hi) / 2.0, c)
+    return float(max(np.abs(centre).max(), np.abs(root.spec_lower).max()))
+
+
+@dataclass
+class _Query:
+    """One verification query in progress: its box, limits, and what has been proved so far (scaled units)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    c: int
+    C: np.ndarray
+    start: float
+    limit: float | None
+    stages: dict = field(default_factory=dict)
+    scale: float = 0.0
+    tolerance: float = 0.0
+    lower: float = float("-inf")   # the best proven lower bound of the smallest margin
+    nodes: int = 0
+    reported: float = float("-inf")
+
+    @property
+    def deadline(self) -> float | None:
+        return None if self.limit is None else self.start + self.limit
+
+    def raise_lower(self, value: float) -> None:
+        self.lower = max(self.lower, float(value))
+
+    def proved(self) -> bool:
+        return self.lower > self.tolerance
+
+
 class Verifier:
-    """Answers many verification queries on one network, remembering recent counterexamples as attack seeds."""
+    """Answers many verification queries on one network, remembering recent counterexamples as attack seeds.
+
+    ``progress``, if given, is called as ``progress(stage, nodes, lower_bound, elapsed)`` at most every
+    `PROGRESS_SECONDS` during a query (the lower bound in the network's logit units).
+    """
 
     def __init__(self, net: Network, time_limit: float | None = None, node_limit: int = 200_000,
                  solver: str = "auto", threads: int = 1, mip_fallback: bool = True, bound_method: str = "crown",
                  alpha_steps: int = ALPHA_STEPS, node_bound: str = "beta", rows_apart: bool = True,
-                 refine: bool = True):
+                 refine: bool = True, progress=None):
         self.net = net
+        self.scaled, self.logit_scale = net.power_of_two_scaled()
         self.time_limit = time_limit
         self.node_limit = node_limit
         self.solver = solver
@@ -105,6 +156,7 @@ class Verifier:
         self.node_bound = node_bound
         self.rows_apart = rows_apart
         self.refine = refine
+        self.progress = progress
         self.seeds: list[np.ndarray] = []
 
     def _remember(self, x: np.ndarray) -> None:
@@ -114,112 +166,148 @@ class Verifier:
     def _seed_array(self) -> np.ndarray | None:
         return np.array(self.seeds[::-1]) if self.seeds else None
 
-    def _found(self, x: np.ndarray, method: str, start: float, nodes: int, stages: dict) -> Verdict:
-        self._remember(x)
-        return Verdict("not_robust", x, int(self.net.predict(x)), method, nodes, time.perf_counter() - start,
-                       stages=stages)
+    def _report(self, q: _Query, stage: str, nodes: int = 0, lower: float = float("-inf")) -> None:
+        now = time.perf_counter()
+        if self.progress is not None and now - q.reported >= PROGRESS_SECONDS:
+            q.reported = now
+            self.progress(stage, q.nodes + nodes, max(q.lower, lower) / self.logit_scale, now - q.start)
 
     def verify(self, lo: np.ndarray, hi: np.ndarray, c: int, time_limit: float | None = None) -> Verdict:
         """Return the `Verdict` on whether every input in ``[lo, hi]`` keeps class ``c``."""
-        start = time.perf_counter()
-        limit = self.time_limit if time_limit is None else time_limit
-        deadline = None if limit is None else start + limit
-        lo = np.asarray(lo, dtype=np.float64)
-        hi = np.asarray(hi, dtype=np.float64)
-        C = self.net.spec_matrix(c)
-        stages: dict = {}
+        q = _Query(np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64), c,
+                   self.net.spec_matrix(c), time.perf_counter(), self.time_limit if time_limit is None else time_limit)
+        try:
+            verdict = self._decide(q)
+        except KeyboardInterrupt:
+            verdict = self._unknown(q, "bab", "interrupted (Ctrl-C)", interrupted=True)
+        verdict.seconds = time.perf_counter() - q.start
+        verdict.nodes = q.nodes
+        return verdict
 
-        root = compute_bounds(self.net, lo, hi, method=self.bound_method, C=C)
-        stages["bounds_seconds"] = root.seconds
-        root_lower = float(root.spec_lower.min())
-        if root_lower > bab.PROOF_TOLERANCE:
-            return Verdict("robust", method="bounds", seconds=time.perf_counter() - start, lower_bound=root_lower,
-                           stages=stages)
+    def _verdict(self, q: _Query, verdict: str, method: str, **fields) -> Verdict:
+        """Return a `Verdict` with the query's proven lower bound and stages, in the network's logit units."""
+        tolerance = fields.pop("tolerance", 0.0)
+        return Verdict(verdict, method=method, lower_bound=q.lower / self.logit_scale, stages=q.stages,
+                       tolerance=tolerance / self.logit_scale, **fields)
 
+    def _unknown(self, q: _Query, method: str, why: str, interrupted: bool = False) -> Verdict:
+        return self._verdict(q, "unknown", method, interrupted=interrupted,
+                             message=f"{why} after {q.nodes} nodes; best proven lower bound of the margin "
+                                     f"{q.lower / self.logit_scale:.4g}")
+
+    def _found(self, q: _Query, x: np.ndarray, method: str) -> Verdict | None:
+        """Return the not_robust `Verdict` of ``x`` if it is a counterexample of the query, else None."""
+        if x is None or not is_counterexample(self.net, x, q.lo, q.hi, q.c):
+            return None
+        self._remember(x)
+        return Verdict("not_robust", x, int(self.net.predict(x)), method, stages=q.stages)
+
+    def _decide(self, q: _Query) -> Verdict:
+        net, lo, hi, C = self.scaled, q.lo, q.hi, q.C
+        root = compute_bounds(net, lo, hi, method=self.bound_method, C=C)
+        q.stages["bounds_seconds"] = root.seconds
+        q.raise_lower(root.spec_lower.min())
+        q.scale = problem_scale(net, lo, hi, q.c, root)
+        q.tolerance = PROOF_RELATIVE * q.scale
+        if q.proved():
+            return self._verdict(q, "robust", "bounds")
+
+        self._report(q, "attack")
         linear = None if root.spec_lower_A is None else (root.spec_lower_A[0], root.spec_lower_c[0])
-        hit = attack.find_counterexample(self.net, lo, hi, c, seeds=self._seed_array(), linear_lower=linear)
-        stages["attack_seconds"] = hit.seconds
-        if hit.x is not None and is_counterexample(self.net, hit.x, lo, hi, c):
-            return self._found(hit.x, "attack", start, 0, stages)
+        hit = attack.find_counterexample(net, lo, hi, q.c, seeds=self._seed_array(), linear_lower=linear)
+        q.stages["attack_seconds"] = hit.seconds
+        found = self._found(q, hit.x, "attack")
+        if found is not None:
+            return found
 
-        if len(self.net.hidden) >= 2 and self.alpha_steps:
-            budget = ALPHA_MAX_SECONDS if limit is None else min(ALPHA_MAX_SECONDS, ALPHA_SHARE * limit)
-            root = alpha_tighten(self.net, lo, hi, bounds=root, C=C, steps=self.alpha_steps, time_budget=budget)
-            stages["alpha_seconds"] = root.seconds
-            root_lower = max(root_lower, float(root.spec_lower.min()))
-            if root_lower > bab.PROOF_TOLERANCE:
-                return Verdict("robust", method="bounds", seconds=time.perf_counter() - start,
-                               lower_bound=root_lower, stages=stages)
+        if len(net.hidden) >= 2 and self.alpha_steps:
+            self._report(q, "alpha-CROWN")
+            budget = ALPHA_MAX_SECONDS if q.limit is None else min(ALPHA_MAX_SECONDS, ALPHA_SHARE * q.limit)
+            root = alpha_tighten(net, lo, hi, bounds=root, C=C, steps=self.alpha_steps, time_budget=budget)
+            q.stages["alpha_seconds"] = root.seconds
+            q.raise_lower(root.spec_lower.min())
+            if q.proved():
+                return self._verdict(q, "robust", "bounds")
 
-        bab_deadline = deadline
-        if self.mip_fallback and limit is not None:
-            bab_deadline = start + BAB_SHARE * limit
-        refining = self.refine and len(self.net.hidden) >= 2
+        bab_deadline = q.deadline
+        if self.mip_fallback and q.limit is not None:
+            bab_deadline = q.start + BAB_SHARE * q.limit
+        refining = self.refine and len(net.hidden) >= 2
         search_deadline, node_limit = bab_deadline, self.node_limit
         if refining:
             node_limit = min(self.node_limit, PROBE_NODES)
-            if limit is not None:
-                search_deadline = min(bab_deadline, time.perf_counter() + PROBE_SHARE * limit)
-        outcome = self._search(lo, hi, c, root, search_deadline, node_limit, root_lower, stages)
-        nodes = outcome.nodes
-        if outcome.status == "unknown" and refining and nodes < self.node_limit and \
-                (bab_deadline is None or time.perf_counter() < bab_deadline):
+            if q.limit is not None:
+                search_deadline = min(bab_deadline, time.perf_counter() + PROBE_SHARE * q.limit)
+        outcome = self._search(q, root, search_deadline, node_limit, "branch-and-bound")
+        if outcome.status == "unknown" and outcome.stopped_by != "interrupt" and refining and \
+                q.nodes < self.node_limit and (bab_deadline is None or time.perf_counter() < bab_deadline):
+            self._report(q, "refining intermediate bounds")
             budget = None if bab_deadline is None else REFINE_SHARE * (bab_deadline - time.perf_counter())
-            refinement = refine_bounds(self.net, lo, hi, root, C=C, time_budget=budget)
+            refinement = refine_bounds(net, lo, hi, root, C=C, time_budget=budget, tolerance=q.tolerance)
             root = refinement.bounds
-            root_lower = max(root_lower, outcome.lower_bound, float(root.spec_lower.min()))
-            nodes += refinement.nodes
-            stages.update(refine_seconds=refinement.seconds, refine_searches=refinement.searches,
-                          refine_layers=refinement.layers_refined, refine_nodes=refinement.nodes,
-                          probe_nodes=outcome.nodes)
-            if root_lower > bab.PROOF_TOLERANCE:
-                return Verdict("robust", method="bab", nodes=nodes, seconds=time.perf_counter() - start,
-                               lower_bound=root_lower, stages=stages)
+            q.raise_lower(root.spec_lower.min())
+            q.stages.update(refine_seconds=refinement.seconds, refine_searches=refinement.searches,
+                            refine_layers=refinement.layers_refined, refine_nodes=refinement.nodes,
+                            probe_nodes=outcome.nodes)
+            q.nodes += refinement.nodes
+            if q.proved():
+                return self._verdict(q, "robust", "bab")
             # the node limit counts margin nodes; the refinement's nodes (on cut networks) are capped per bound
-            outcome = self._search(lo, hi, c, root, bab_deadline, self.node_limit - outcome.nodes, root_lower, stages)
-            nodes += outcome.nodes
-        if outcome.status == "not_robust" and is_counterexample(self.net, outcome.x, lo, hi, c):
-            return self._found(outcome.x, "bab", start, nodes, stages)
+            outcome = self._search(q, root, bab_deadline, self.node_limit - outcome.nodes,
+                                   "branch-and-bound (refined)")
+        if outcome.status == "not_robust":
+            found = self._found(q, outcome.x, "bab")
+            if found is not None:
+                return found
         if outcome.status == "robust":
-            return Verdict("robust", method="bab", nodes=nodes, seconds=time.perf_counter() - start,
-                           lower_bound=outcome.lower_bound, stages=stages)
+            return self._verdict(q, "robust", "bab")
+        if outcome.stopped_by == "interrupt":
+            raise KeyboardInterrupt
 
-        if self.mip_fallback and (deadline is None or time.perf_counter() < deadline - 0.5):
-            verdict = self._mip(lo, hi, c, root, deadline, nodes, start, stages)
+        if self.mip_fallback and q.scale > 0 and (q.deadline is None or time.perf_counter() < q.deadline - 0.5):
+            verdict = self._mip(q, root)
             if verdict is not None:
                 return verdict
-        return Verdict("unknown", method="bab", nodes=nodes, seconds=time.perf_counter() - start,
-                       lower_bound=outcome.lower_bound, stages=stages,
-                       message=f"limit hit after {nodes} nodes; best proven lower bound of the margin "
-                               f"{outcome.lower_bound:.4g}")
+        if outcome.stopped_by == "tie":
+            return self._unknown(q, "bab", f"a tie: the exact minimum of a linear piece is within "
+                                           f"{q.tolerance / self.logit_scale:.3g} of 0 and its minimiser keeps the "
+                                           f"class; no point verifiably changes it")
+        why = {"node_limit": f"node limit ({self.node_limit}) hit", "deadline": "time limit hit"}
+        return self._unknown(q, "bab", why.get(outcome.stopped_by, "stopped"))
 
-    def _search(self, lo, hi, c, root: Bounds, deadline, node_limit: int, root_lower: float,
-                stages: dict) -> bab.BabOutcome:
-        """Return `bab.branch_and_bound`'s outcome from ``root``, its lower bound no worse than ``root_lower``."""
-        outcome = bab.branch_and_bound(self.net, lo, hi, c, deadline=deadline, node_limit=node_limit, root=root,
-                                       node_bound=self.node_bound, rows_apart=self.rows_apart)
-        outcome.lower_bound = max(outcome.lower_bound, root_lower)
-        stages.update(bab_seconds=stages.get("bab_seconds", 0.0) + outcome.seconds,
-                      bab_open_nodes=outcome.open_nodes, bab_lp_solves=outcome.lp_solves,
-                      bab_input_splits=outcome.input_splits)
+    def _search(self, q: _Query, root: Bounds, deadline, node_limit: int, stage: str) -> bab.BabOutcome:
+        """Return `bab.branch_and_bound`'s outcome from ``root``; its proven bound raises the query's."""
+        outcome = bab.branch_and_bound(self.scaled, q.lo, q.hi, q.c, deadline=deadline, node_limit=node_limit,
+                                       root=root, node_bound=self.node_bound, rows_apart=self.rows_apart,
+                                       tolerance=q.tolerance,
+                                       progress=lambda nodes, lower: self._report(q, stage, nodes, lower))
+        q.nodes += outcome.nodes
+        if outcome.status != "not_robust":
+            q.raise_lower(outcome.lower_bound)
+        q.stages.update(bab_seconds=q.stages.get("bab_seconds", 0.0) + outcome.seconds,
+                        bab_open_nodes=outcome.open_nodes, bab_lp_solves=outcome.lp_solves,
+                        bab_input_splits=outcome.input_splits)
         return outcome
 
-    def _mip(self, lo, hi, c, root: Bounds, deadline, bab_nodes: int, start, stages) -> Verdict | None:
-        from explain_mnist.mip import NetworkMIP
+    def _mip(self, q: _Query, root: Bounds) -> Verdict | None:
+        from explain_mnist.mip import MAX_MARGIN, NetworkMIP
 
-        remaining = None if deadline is None else max(deadline - time.perf_counter(), 0.1)
-        mip = NetworkMIP(self.net, lo, hi, bounds=root, solver=self.solver, time_limit=remaining,
+        self._report(q, "MIP")
+        remaining = None if q.deadline is None else max(q.deadline - time.perf_counter(), 0.1)
+        mip = NetworkMIP(self.scaled, q.lo, q.hi, bounds=root, solver=self.solver, time_limit=remaining,
                          threads=self.threads)
-        x, result = mip.counterexample(c, margin=MIP_MARGIN)
-        stages["mip_seconds"] = result.seconds
+        margin = min(MIP_RELATIVE * q.scale, MAX_MARGIN)
+        x, result = mip.counterexample(q.c, margin=margin)
+        q.stages["mip_seconds"] = result.seconds
         name, reason = mip.solver_choices.get("counterexample", (self.solver, "chosen with --solver"))
-        stages["mip_solver"] = f"{name} ({reason})"
-        nodes = bab_nodes + int(result.nodes or 0)
-        if x is not None and is_counterexample(self.net, x, lo, hi, c):
-            return self._found(x, "mip", start, nodes, stages)
+        q.stages["mip_solver"] = f"{name} ({reason})"
+        q.nodes += int(result.nodes or 0)
+        found = self._found(q, x, "mip")
+        if found is not None:
+            return found
         if x is None and result.status == "infeasible":
-            return Verdict("robust", method="mip", nodes=nodes, seconds=time.perf_counter() - start,
-                           lower_bound=-MIP_MARGIN, stages=stages,
-                           message=f"proved by the MIP up to its tolerance: no input has a margin below "
-                                   f"-{MIP_MARGIN:g}")
+            q.raise_lower(-margin)
+            return self._verdict(q, "robust", "mip", tolerance=margin,
+                                 message=f"robust up to the MIP's tolerance: no input has a margin below "
+                                         f"-{margin / self.logit_scale:.3g}")
         return None
