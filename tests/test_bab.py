@@ -307,3 +307,46 @@ def test_with_and_without_alpha_root_decides_near_the_boundary(seed, side, alpha
         pytest.skip("the shift changed the centre's class")
     verdict = Verifier(shifted, mip_fallback=False, alpha_steps=alpha_steps).verify(lo, hi, c)
     check_verdict(shifted, lo, hi, c, side, verdict)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_search_stopped_on_a_tie_reports_a_proven_bound(seed):
+    # a tolerance above the true smallest margin m* > 0 makes a leaf whose exact minimum is below it a tie: the
+    # search stops "unknown", and every node of the batch it stopped in must still count in its lower bound
+    net, lo, hi, c = random_case(5000 + seed)
+    net = shift_to_margin(net, c, 0.05 - brute_min_margin(net, lo, hi, c))
+    m_star = brute_min_margin(net, lo, hi, c)
+    outcome = branch_and_bound(net, lo, hi, c, tolerance=m_star + 0.5, batch=4)
+    assert outcome.status == "unknown" and outcome.stopped_by == "tie"
+    assert outcome.lower_bound <= m_star + 1e-9
+
+
+def scaled_by_powers_of_two(net, rng):
+    """Return ``(net', s)``: ``net`` with layer k times 2^a_k and its bias times 2^(a_1 + ... + a_k); logits times s."""
+    layers, s = [], 1.0
+    for layer in net.layers:
+        if isinstance(layer, Affine):
+            t = 2.0 ** int(rng.integers(-46, 21))
+            s *= t
+            layer = Affine(layer.W * t, layer.b * s)
+        layers.append(layer)
+    return Network(layers, decision=net.decision), s
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("side", [1e-3, -1e-3])
+@pytest.mark.parametrize("mip", [False, True])
+def test_a_network_scaled_by_powers_of_two_gets_the_same_answer(seed, side, mip):
+    net, lo, hi, c = random_case(6000 + seed)
+    net = shift_to_margin(net, c, side - brute_min_margin(net, lo, hi, c))
+    if net.predict((lo + hi) / 2) != c:
+        pytest.skip("the shift changed the centre's class")
+    scaled, s = scaled_by_powers_of_two(net, np.random.default_rng(seed))
+    options = dict(node_limit=1, mip_fallback=True, solver="highs") if mip else dict(mip_fallback=False)
+    plain, other = Verifier(net, **options).verify(lo, hi, c), Verifier(scaled, **options).verify(lo, hi, c)
+    check_verdict(net, lo, hi, c, side, plain)
+    assert (other.verdict, other.method, other.nodes) == (plain.verdict, plain.method, plain.nodes)
+    assert other.lower_bound == plain.lower_bound * s and other.tolerance == plain.tolerance * s
+    if other.verdict == "not_robust":
+        assert scaled.predict(other.counterexample) != c and np.all((lo <= other.counterexample) &
+                                                                    (other.counterexample <= hi))

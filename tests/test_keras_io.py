@@ -115,6 +115,15 @@ def test_unsupported_layer_is_named(bad_layer, name):
     assert "\n" not in str(info.value)
 
 
+def test_single_softmax_output_is_refused():
+    # Keras answers 1.0 for every input: a constant, not a classifier
+    model = keras.Sequential([L.Input((4,)), L.Dense(3, activation="relu"), L.Dense(1, activation="softmax")])
+    assert np.all(model.predict(np.random.default_rng(0).normal(size=(5, 4)), verbose=0) == 1.0)
+    with pytest.raises(UserError, match="softmax over a single output is constant") as info:
+        keras_io.network_from_keras_model(model)
+    assert "\n" not in str(info.value)
+
+
 def test_missing_and_corrupt_model_files(tmp_path):
     with pytest.raises(UserError, match="not found"):
         keras_io.read_keras(tmp_path / "absent.keras")

@@ -69,6 +69,27 @@ def test_invalid_networks_are_refused():
         Network([Affine(np.eye(2), np.zeros(2))], decision="sigmoid")
     with pytest.raises(TypeError, match="Affine and ReLU"):
         Network([Affine(np.eye(2), np.zeros(2)), "tanh"])
+    with pytest.raises(ValueError, match="two or more output"):
+        Network([Affine(np.ones((1, 2)), np.zeros(1))], decision="argmax")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_power_of_two_scaling_keeps_classes_and_scales_logits_exactly(seed):
+    rng = np.random.default_rng(seed)
+    sizes = [int(rng.integers(2, 9)) for _ in range(int(rng.integers(2, 5)))] + [int(rng.choice([1, 3]))]
+    layers = []
+    for k in range(len(sizes) - 1):
+        power = 2.0 ** int(rng.integers(-40, 21))
+        layers += [Affine(rng.normal(size=(sizes[k + 1], sizes[k])) * power, rng.normal(size=sizes[k + 1]) * power),
+                   ReLU()]
+    net = Network(layers[:-1], decision="sigmoid" if sizes[-1] == 1 else "argmax")
+    scaled, s = net.power_of_two_scaled()
+    assert np.log2(s) == int(np.log2(s))
+    for affine in scaled.affines:
+        assert 1.0 <= np.abs(affine.W).max() < 2.0
+    X = rng.uniform(-1, 1, size=(50, sizes[0]))
+    assert np.array_equal(scaled.forward(X), net.forward(X) * s)   # exact: only powers of two were applied
+    assert np.array_equal(scaled.predict(X), net.predict(X))
 
 
 def test_non_finite_weights_are_refused():
