@@ -67,7 +67,7 @@ from explain_mnist.refine import refine_bounds
 
 SEED_MEMORY = 32
 PROOF_RELATIVE = 1e-9   # a bound proves a margin > 0 only above this times the problem's scale
-MIP_RELATIVE = 1e-6     # the MIP's proof: no input with a margin <= -MIP_RELATIVE times the scale
+MIP_RELATIVE = 1e-8     # the MIP's proof: no input with a margin <= -MIP_RELATIVE times the scale
 PROGRESS_SECONDS = 0.5  # at most one progress report per this many seconds
 BAB_SHARE = 0.75  # of a time limit for branch-and-bound; the MIP gets the rest of it
 ALPHA_MAX_SECONDS = 20.0    # alpha-CROWN at the root of a net with 2+ hidden layers: at most this long ...
@@ -75,6 +75,8 @@ ALPHA_SHARE = 0.1           # ... and this share of a time limit
 PROBE_NODES = 2000          # on nets with 2+ hidden layers, branch-and-bound before refinement: at most this many
 PROBE_SHARE = 0.05          # ... nodes, and this share of a time limit
 REFINE_SHARE = 0.5          # refinement of intermediate bounds: at most this share of the time left
+SMALL_MIP_NEURONS = 64      # a net with at most this many hidden neurons, on a box with at most
+SMALL_MIP_NODES = 2000      # bab.INPUT_SPLIT_MAX_DIMS free inputs, goes to the MIP after this many nodes
 
 
 @dataclass
@@ -233,14 +235,17 @@ class Verifier:
         if self.mip_fallback and q.limit is not None:
             bab_deadline = q.start + BAB_SHARE * q.limit
         refining = self.refine and len(net.hidden) >= 2
-        search_deadline, node_limit = bab_deadline, self.node_limit
+        budget = self.node_limit
+        if self.mip_fallback and self._small_mip(lo, hi):
+            budget = min(budget, SMALL_MIP_NODES)
+        search_deadline, node_limit = bab_deadline, budget
         if refining:
-            node_limit = min(self.node_limit, PROBE_NODES)
+            node_limit = min(budget, PROBE_NODES)
             if q.limit is not None:
                 search_deadline = min(bab_deadline, time.perf_counter() + PROBE_SHARE * q.limit)
         outcome = self._search(q, root, search_deadline, node_limit, "branch-and-bound")
         if outcome.status == "unknown" and outcome.stopped_by != "interrupt" and refining and \
-                q.nodes < self.node_limit and (bab_deadline is None or time.perf_counter() < bab_deadline):
+                outcome.nodes < budget and (bab_deadline is None or time.perf_counter() < bab_deadline):
             self._report(q, "refining intermediate bounds")
             budget = None if bab_deadline is None else REFINE_SHARE * (bab_deadline - time.perf_counter())
             refinement = refine_bounds(net, lo, hi, root, C=C, time_budget=budget, tolerance=q.tolerance)
@@ -253,7 +258,7 @@ class Verifier:
             if q.proved():
                 return self._verdict(q, "robust", "bab")
             # the node limit counts margin nodes; the refinement's nodes (on cut networks) are capped per bound
-            outcome = self._search(q, root, bab_deadline, self.node_limit - outcome.nodes,
+            outcome = self._search(q, root, bab_deadline, budget - outcome.nodes,
                                    "branch-and-bound (refined)")
         if outcome.status == "not_robust":
             found = self._found(q, outcome.x, "bab")
@@ -272,8 +277,13 @@ class Verifier:
             return self._unknown(q, "bab", f"a tie: the exact minimum of a linear piece is within "
                                            f"{q.tolerance / self.logit_scale:.3g} of 0 and its minimiser keeps the "
                                            f"class; no point verifiably changes it")
-        why = {"node_limit": f"node limit ({self.node_limit}) hit", "deadline": "time limit hit"}
+        why = {"node_limit": f"node limit ({budget}) hit", "deadline": "time limit hit"}
         return self._unknown(q, "bab", why.get(outcome.stopped_by, "stopped"))
+
+    def _small_mip(self, lo: np.ndarray, hi: np.ndarray) -> bool:
+        """Return True iff the query's MIP is small: few hidden neurons and few free inputs."""
+        return (sum(a.n_out for a in self.net.hidden) <= SMALL_MIP_NEURONS
+                and np.count_nonzero(hi > lo) <= bab.INPUT_SPLIT_MAX_DIMS)
 
     def _search(self, q: _Query, root: Bounds, deadline, node_limit: int, stage: str) -> bab.BabOutcome:
         """Return `bab.branch_and_bound`'s outcome from ``root``; its proven bound raises the query's."""
