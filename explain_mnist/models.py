@@ -45,6 +45,9 @@ def _reader(path: Path):
 def load_network(model: str) -> Network:
     """Return the `Network` of a shipped model name or a model file."""
     path = resolve_model_path(model)
+    if path.is_dir():
+        raise UserError(f"model {path} is a folder, not a model file; give a .keras or .onnx file "
+                        f"or a shipped name ({', '.join(SHIPPED_MODELS)})")
     if not path.is_file():
         hint = "run `make models` to train it" if model in SHIPPED_MODELS else "check the path"
         raise UserError(f"model file {path} not found; {hint}")
@@ -63,6 +66,32 @@ def load_network(model: str) -> Network:
         if isinstance(names, list) and len(names) == net.n_classes:
             net.meta["class_names"] = names
     return net
+
+
+def class_name(k: int, names: list[str] | None) -> str | None:
+    """Return what class ``k`` stands for ("digit 1" for a class named "1"), or None if the model card does not say."""
+    if k is None or not names or not 0 <= k < len(names):
+        return None
+    name = str(names[k])
+    return f"digit {name}" if len(name) == 1 and name.isdigit() else name
+
+
+def class_label(k: int | None, names: list[str] | None) -> str:
+    """Return "class 0 (digit 1)": the model's class index and, if the card names it, what it stands for."""
+    if k is None:
+        return "-"
+    name = class_name(k, names)
+    return f"class {k}" if name is None else f"class {k} ({name})"
+
+
+def label_in_classes(label: int, names: list[str] | None, n_classes: int) -> bool | None:
+    """Return whether an MNIST digit ``label`` is one of the model's classes (None if the model does not say).
+
+    A model without class names counts as a digit classifier if it has 10 classes.
+    """
+    if names:
+        return str(int(label)) in [str(n) for n in names]
+    return True if n_classes == 10 else None
 
 
 def reference_logits(net: Network, X: np.ndarray) -> np.ndarray:
