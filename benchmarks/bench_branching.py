@@ -1,14 +1,15 @@
 """How branch-and-bound branches: one tree per margin row against one joint tree, and input splits against none.
 
     python benchmarks/bench_branching.py [--limit S] [--instances 256x2:prop_1_0.03,...] [--seeds N] [--shared PATH]
-                                         [--report]
+                                         [--report] [--update-results] [--out FILE]
 
 Part 1, mnistfc: the product's `Verifier` (no MIP fallback) with ``rows_apart`` (the default) against the same
 verifier with one joint tree for all margin rows, both in this process (`benchmarks/compare.py`). Part 2, low-dimensional inputs: random
 ReLU nets (seeded, 3 outputs, the box [-2, 2]^n) decided by `branch_and_bound` with input splits weighed at every
-node (the default for at most `bab.INPUT_SPLIT_MAX_DIMS` free inputs) against ReLU splits only. Writes
-benchmarks/branching.json and the section "branching" of benchmarks/RESULTS.md; ``--report`` only re-renders the
-section from the JSON file.
+node (the default for at most `bab.INPUT_SPLIT_MAX_DIMS` free inputs) against ReLU splits only. With
+--update-results writes benchmarks/branching.json and the section "branching" of benchmarks/RESULTS.md (else prints
+the table and writes the JSON under results/benchmarks/ or to --out); ``--report`` only re-renders the table from
+the JSON file.
 """
 import sys
 import time
@@ -19,7 +20,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.compare import command_line, comparison_parser, comparison_run, comparison_table  # noqa: E402
-from benchmarks.report import update_section  # noqa: E402
+from benchmarks.report import publish  # noqa: E402
 from explain_mnist import bab  # noqa: E402
 from explain_mnist.network import Affine, Network, ReLU  # noqa: E402
 from explain_mnist.results import write_json  # noqa: E402
@@ -31,14 +32,14 @@ LOW_DIMENSIONAL = ((1, (6, 6)), (2, (16, 16)), (3, (32, 32)), (5, (64, 64)))   #
 
 
 def main():
-    p = comparison_parser(__doc__, DEFAULT_INSTANCES, 60.0)
+    p = comparison_parser(__doc__, DEFAULT_INSTANCES, 60.0, "branching", JSON)
     p.add_argument("--seeds", type=int, default=30, help="random nets per low-dimensional shape")
     p.add_argument("--net-limit", type=float, default=10.0, help="time limit per random net and mode")
     args = p.parse_args()
     result = comparison_run(args, {"apart": dict(rows_apart=True), "joint": dict(rows_apart=False)}, JSON,
                             "rows apart")
     if args.report:
-        report(result)
+        report(result, args)
         return
     result.update(seeds=args.seeds, net_limit=args.net_limit, low_dimensional=[])
     for n_in, hidden in tqdm(LOW_DIMENSIONAL, desc="input splits", unit="shape"):
@@ -60,8 +61,8 @@ def main():
             if "unknown" not in verdicts.values() and verdicts["input"] != verdicts["relu"]:
                 raise SystemExit(f"error: the two modes disagree on net {seed} of shape {n_in} x {hidden}: {verdicts}")
         result["low_dimensional"].append(row)
-        write_json(JSON, result)
-    report(result)
+        write_json(args.json_path, result)
+    report(result, args)
 
 
 def random_case(seed: int, n_in: int, hidden) -> tuple:
@@ -77,7 +78,7 @@ def random_case(seed: int, n_in: int, hidden) -> tuple:
     return net, np.full(n_in, -2.0), np.full(n_in, 2.0), int(net.predict(np.zeros(n_in)))
 
 
-def report(result):
+def report(result, args):
     own_options = f" --seeds {result['seeds']} --net-limit {result['net_limit']:g}"
     lines = ["## Branching: one tree per margin row, and input splits", "", result["machine"],
              f"Command: {command_line('bench_branching.py', result, DEFAULT_INSTANCES, own_options)}, 1 thread; "
@@ -96,7 +97,7 @@ def report(result):
         lines.append(f"| {r['inputs']} | {'x'.join(map(str, r['hidden']))} | {i['seconds']:.2f} | {i['nodes']} | "
                      f"{i['unknown']} | {i['input_splits']} | {o['seconds']:.2f} | {o['nodes']} | {o['unknown']} | "
                      f"{o['seconds'] / max(i['seconds'], 1e-9):.1f} |")
-    update_section("branching", "\n".join(lines))
+    publish(args, "branching", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Measure the core pipeline (bounds -> MIP encoding -> solver) on the shipped models, per bound method and backend.
 
     python benchmarks/bench_core.py [--images N] [--time-limit S] [--solvers highs,scip,cplex] [--quick]
+                                    [--update-results]
 
 For each shipped model, each of the first N test images (the same images for every model, also for
 twoclass, which only knows the digits 1 and 3: there the images only choose c and the box) and two
@@ -16,8 +17,8 @@ over the box (c the predicted class of the image, j the runner-up; a negative va
 input of the box reaches class j). "Build" is the encoding plus loading the model into the solver,
 "solve" the solver's own time. The exact value must not depend on the bounds or the backend, and must
 not exceed the bound method's own upper bound on the gap: both are checked, and any failure is
-printed in the table, never asserted. Medians over the images go to benchmarks/RESULTS.md
-(section "core").
+printed in the table, never asserted. Medians over the images are printed, and with --update-results written
+to benchmarks/RESULTS.md (section "core").
 """
 import argparse
 import shlex
@@ -31,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import machine_line, update_section  # noqa: E402
+from benchmarks.report import add_output_flags, machine_line, publish  # noqa: E402
 from explain_mnist.bounds import compute_bounds  # noqa: E402
 from explain_mnist.data import load_test_set  # noqa: E402
 from explain_mnist.errors import UserError  # noqa: E402
@@ -57,6 +58,7 @@ def main():
     p.add_argument("--time-limit", type=float, default=60.0, help="time limit per solve in seconds (default 60)")
     p.add_argument("--solvers", default=None, help="comma-separated backends (default: all installed)")
     p.add_argument("--quick", action="store_true", help="1 image, and skip SCIP on the full boxes")
+    add_output_flags(p, "core")
     args = p.parse_args()
     try:
         solvers = choose_solvers(args.solvers)
@@ -291,9 +293,7 @@ def report(records, bound_records, solvers, args, n_images):
                   "solvers' gaps), no value exceeded a bound method's gap bound, every returned point's forward pass "
                   "matched its value, every MIP had one binary per unstable neuron."]
     lines += ["", "Observations (computed from the rows above):", ""] + observations(records, bound_records, solvers)
-    path = update_section("core", "\n".join(lines))
-    print("\n".join(lines))
-    print(f"\nwritten to {path}", file=sys.stderr)
+    publish(args, "core", "\n".join(lines))
 
 
 def observations(records, bound_records, solvers) -> list[str]:

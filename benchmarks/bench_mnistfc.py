@@ -1,9 +1,13 @@
 """Run verify.py's engine on the VNN-COMP 2021 mnistfc benchmark and compare with the competition's verdicts.
 
     python benchmarks/bench_mnistfc.py [--limit S] [--nets 256x2,256x4,256x6] [--props 0,1,...] [--shared PATH]
+                                       [--update-results] [--out FILE] [--resume] [--section NAME]
 
-Writes the per-instance table and the counts to benchmarks/RESULTS.md (section "mnistfc") and a JSON file of
-the rows to benchmarks/mnistfc_results.json (atomically, after every instance).
+The section is named after the nets ("mnistfc" for all three, else e.g. "mnistfc_256x2"). With --update-results
+the per-instance table and the counts go to that section of benchmarks/RESULTS.md and the rows to
+benchmarks/<section>.json; without it the table is only printed and the rows go to
+results/benchmarks/<section>.json (or --out), so a partial run never replaces the shipped tables. The JSON file
+is written atomically after every instance.
 """
 import argparse
 import csv
@@ -14,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import machine_line, update_section  # noqa: E402
+from benchmarks.report import HelpFormatter, add_output_flags, machine_line, output_json, publish  # noqa: E402
 from explain_mnist.onnx_io import read_onnx  # noqa: E402
 from explain_mnist.results import read_json, write_json  # noqa: E402
 from explain_mnist.verification import verify_box  # noqa: E402
@@ -26,19 +30,20 @@ COMPETITION = "alpha-beta-CROWN 70 (GPU), VeriNet 60, Debona 59, oval 58, ERAN 5
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--shared", default=str(REPO.parent / "shared" / "benchmarks" / "mnistfc"))
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--shared", default=str(REPO.parent / "shared" / "benchmarks" / "mnistfc"),
+                   help="folder of the mnistfc networks, properties and the competition's verdicts")
     p.add_argument("--limit", type=float, default=None, help="time limit per instance (default: the competition's)")
-    p.add_argument("--nets", default="256x2,256x4,256x6")
-    p.add_argument("--props", default=None, help="comma-separated property indices (default all)")
-    p.add_argument("--out", default=None, help="JSON of the rows (default benchmarks/<section>.json)")
+    p.add_argument("--nets", default="256x2,256x4,256x6", help="comma-separated networks")
+    p.add_argument("--props", default=None, help="comma-separated property indices (default: all)")
     p.add_argument("--resume", action="store_true", help="keep the rows already in the JSON file, run the rest")
-    p.add_argument("--section", default=None, help="name of the RESULTS.md section (default from --nets)")
+    p.add_argument("--section", default=None, help="name of the RESULTS.md section (default: from --nets)")
+    add_output_flags(p, "<section>", "benchmarks/<section>.json")
     args = p.parse_args()
     args.machine = machine_line()   # the code measured is the code at the start of the run
     default_nets = args.nets == "256x2,256x4,256x6"
     args.section = args.section or ("mnistfc" if default_nets else "mnistfc_" + args.nets.replace(",", "_"))
-    args.out = args.out or str(REPO / "benchmarks" / f"{args.section}.json")
+    args.out = str(output_json(args, REPO / "benchmarks" / f"{args.section}.json"))
     folder = Path(args.shared)
     consensus = {(r["network"], r["property"]): r for r in csv.DictReader(open(folder / "verdicts_vnncomp2021.csv"))}
     nets = {f"mnist-net_{n}.onnx" for n in args.nets.split(",")}
@@ -99,7 +104,7 @@ def report(rows, args):
         flag = " **CONTRADICTS**" if r["contradiction"] else ""
         lines.append(f"| {r['network']} | {r['property']} | {r['ours']}{flag} | {r['method']} | {r['seconds']} | "
                      f"{r['nodes']} | {r['consensus']} ({r.get('tools_agreeing', 'n/a')}) | {r['fastest_tool_seconds']} |")
-    update_section(args.section, "\n".join(lines))
+    publish(args, args.section, "\n".join(lines))
 
 
 if __name__ == "__main__":

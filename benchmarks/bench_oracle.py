@@ -1,13 +1,15 @@
 """The verifier as the explanation oracle: query times on the boxes a deletion-based explanation asks about.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_oracle.py [--model twoclass] [--images 10] [--chunk 16]
+    python benchmarks/bench_oracle.py [--model twoclass] [--images 10] [--chunk 16] [--update-results] [--out FILE]
 
 For each test image (for twoclass: the first digits 1 and 3 of the test set), pixels are freed to [0, 1] in
 order of least importance (|gradient x value| of the margin, smallest first), in chunks that double after a
 robust answer and halve after a counterexample (down to one pixel); the pixels still fixed at the end form an
 explanation. Each chunk is one verification query on the box "freed pixels in [0, 1], the others fixed",
 answered by one `Verifier` per image (so later queries are seeded with earlier counterexamples). Reports the
-query-time distribution and the methods that decided the queries (section "oracle" of RESULTS.md).
+query-time distribution and the methods that decided the queries. With --update-results the table goes to the
+section "oracle_<model>" of benchmarks/RESULTS.md and the rows to benchmarks/oracle_<model>.json; without it the
+table is only printed and the rows go to results/benchmarks/oracle_<model>.json (or --out).
 """
 import argparse
 import sys
@@ -18,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import machine_line, update_section  # noqa: E402
+from benchmarks.report import HelpFormatter, add_output_flags, machine_line, output_json, publish, saved_json  # noqa: E402,E501
 from explain_mnist.attack import margin_gradients  # noqa: E402
 from explain_mnist.data import load_test_set  # noqa: E402
 from explain_mnist.models import load_network  # noqa: E402
@@ -76,18 +78,21 @@ def deletion_queries(net, x0, chunk, pbar):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--model", default="twoclass")
-    p.add_argument("--images", type=int, default=10)
-    p.add_argument("--chunk", type=int, default=16)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--model", default="twoclass", help="shipped model name")
+    p.add_argument("--images", type=int, default=10, help="test images (for twoclass: the first 1s and 3s)")
+    p.add_argument("--chunk", type=int, default=16, help="pixels freed by the first query")
     p.add_argument("--indices", default=None, help="comma-separated test indices instead of the first --images")
     p.add_argument("--report-only", action="store_true",
-                   help="write the RESULTS.md section from the images the JSON file already holds (after an interrupted run)")
+                   help="render the table from the images the JSON file (--out, else the shipped one) already "
+                        "holds (after an interrupted run)")
+    add_output_flags(p, "oracle_<model>", "benchmarks/oracle_<model>.json")
     args = p.parse_args()
     args.machine = machine_line()   # the code measured is the code at the start of the run
-    out = REPO / "benchmarks" / f"oracle_{args.model}.json"
+    shipped = REPO / "benchmarks" / f"oracle_{args.model}.json"
     if args.report_only:
-        return report(read_json(out), args)
+        return report(read_json(saved_json(args, shipped)), args)
+    out = output_json(args, shipped)
     net = load_network(args.model)
     test = load_test_set(verbose=False)
     indices = np.flatnonzero(np.isin(test.y, (1, 3)))[:args.images] if args.model == "twoclass" \
@@ -133,8 +138,7 @@ def report(rows, args):
         b = np.array([q.get("baseline_seconds", np.nan) for q in r["queries"]]) * 1000
         lines.append(f"| {r['index']} | {len(t)} | {r['explanation_size']} | {t.sum() / 1000:.2f} | "
                      f"{np.nansum(b) / 1000:.2f} | {np.median(t):.2f} | {t.max():.1f} | {np.nanmax(b):.1f} |")
-    update_section(f"oracle_{args.model}", "\n".join(lines))
-    print("\n".join(lines))
+    publish(args, f"oracle_{args.model}", "\n".join(lines))
 
 
 if __name__ == "__main__":

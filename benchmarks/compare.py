@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import machine_line  # noqa: E402
+from benchmarks.report import HelpFormatter, add_output_flags, machine_line, output_json, saved_json  # noqa: E402
 from explain_mnist.onnx_io import read_onnx  # noqa: E402
 from explain_mnist.results import write_json  # noqa: E402
 from explain_mnist.verifier import Verifier  # noqa: E402
@@ -23,22 +23,36 @@ from explain_mnist.vnnlib import read_vnnlib  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 
-def comparison_parser(doc: str, default_instances: str, default_limit: float) -> argparse.ArgumentParser:
-    """Return the parser of the options every comparison takes: --shared, --limit, --instances, --report."""
-    p = argparse.ArgumentParser(description=doc)
-    p.add_argument("--shared", default=str(REPO.parent / "shared" / "benchmarks" / "mnistfc"))
+def comparison_parser(doc: str, default_instances: str, default_limit: float, section: str,
+                      json_path: Path) -> argparse.ArgumentParser:
+    """Return the parser of the options every comparison takes.
+
+    --shared, --limit, --instances, --report, and `report.add_output_flags`' --update-results and --out
+    (``section`` of RESULTS.md, the shipped ``json_path``).
+    """
+    p = argparse.ArgumentParser(description=doc, formatter_class=HelpFormatter)
+    p.add_argument("--shared", default=str(REPO.parent / "shared" / "benchmarks" / "mnistfc"),
+                   help="folder of the mnistfc networks and properties")
     p.add_argument("--limit", type=float, default=default_limit, help="time limit per instance and configuration")
-    p.add_argument("--instances", default=default_instances)
-    p.add_argument("--report", action="store_true", help="re-render RESULTS.md from the JSON file, run nothing")
+    p.add_argument("--instances", default=default_instances, help="comma-separated NET:PROPERTY pairs")
+    p.add_argument("--report", action="store_true", help="re-render the table from the JSON file (--out, else the "
+                   "shipped one), run nothing")
+    add_output_flags(p, section, str(Path(json_path).relative_to(REPO)))
     return p
 
 
 def comparison_run(args, configs: dict, json_path: Path, desc: str) -> dict:
-    """Return the saved run of ``json_path`` with ``args.report``, else a new run of `compare_verifiers`."""
+    """Return the saved run (``args.report``: `report.saved_json`), else a new run of `compare_verifiers`.
+
+    A new run is written to `report.output_json` (the shipped ``json_path`` only with --update-results);
+    ``args.json_path`` is set to the file read or written.
+    """
     if args.report:
-        return json.loads(Path(json_path).read_text())
+        args.json_path = saved_json(args, json_path)
+        return json.loads(args.json_path.read_text())
+    args.json_path = output_json(args, json_path)
     run = dict(machine=machine_line(), limit=args.limit, instances=args.instances, rows=[])
-    compare_verifiers(run, Path(args.shared), configs, json_path, desc)
+    compare_verifiers(run, Path(args.shared), configs, args.json_path, desc)
     return run
 
 
