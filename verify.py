@@ -1,10 +1,13 @@
 """Decide whether every image in an L-inf box around an image (or a VNN-LIB property's box) keeps its class.
 
 Prints the verdict (robust / not_robust / unknown); a not_robust verdict carries a counterexample inside the box
-that the model itself re-classifies.
+that the model itself re-classifies. Ctrl-C stops the search: the best bound proven so far is printed (and written
+to --json, marked "interrupted"), exit code 130.
 """
-from explain_mnist.cli import check_common, make_parser, run
+from explain_mnist.cli import ProgressLine, check_common, make_parser, run, summary_stream
 from explain_mnist.errors import UserError
+
+EXIT_INTERRUPTED = 130
 
 
 def main():
@@ -21,20 +24,37 @@ def main():
         raise UserError(f"--epsilon must be in (0, 1], got {args.epsilon:g}")
     if args.vnnlib is not None and (args.epsilon is not None or args.index is not None or args.image is not None):
         raise UserError("--vnnlib gives the box and label itself; drop --epsilon, --index and --image")
+    from explain_mnist.models import class_label
     from explain_mnist.verification import run_verify, save_outputs
-    result = run_verify(args)
+    progress = ProgressLine()
+    try:
+        result = run_verify(args, progress=progress if progress.enabled else None)
+    finally:
+        progress.close()
+    out = summary_stream(args)
+    names = result["class_names"]
+    if result["interrupted"]:
+        save_outputs(args, result, figure=False)
+        bound = result["lower_bound"]
+        print(f"{result['input']}: {class_label(result['predicted'], names)}, INTERRUPTED after {result['nodes']} "
+              f"nodes, {result['seconds']:.2f} s; best proven lower bound of the margin: "
+              + ("none" if bound is None else f"{bound:.4g}") + " (not a proof either way)"
+              + (f"; partial result written to {args.json}" if args.json and args.json != "-" else ""), file=out)
+        return EXIT_INTERRUPTED
     save_outputs(args, result)
     status = {"robust": "ROBUST (proved)", "not_robust": "NOT ROBUST (counterexample re-checked by the model)",
               "unknown": "UNKNOWN (not decided)"}[result["verdict"]]
     if result["stages"].get("mip_solver"):
-        print(f"MIP solver: {result['stages']['mip_solver']}")
-    print(f"{result['input']}: class {result['predicted']}, {status}; by {result['method']}, "
-          f"{result['nodes']} nodes, {result['seconds']:.2f} s")
+        print(f"MIP solver: {result['stages']['mip_solver']}", file=out)
+    print(f"{result['input']}: {class_label(result['predicted'], names)}, {status}; by {result['method']}, "
+          f"{result['nodes']} nodes, {result['seconds']:.2f} s to solve, {result['wall_seconds']:.1f} s in all",
+          file=out)
+    if result["verdict"] == "not_robust":
+        print(f"the counterexample is {class_label(result['counterexample_class'], names)}", file=out)
     if result["message"]:
-        print(result["message"])
-    if result["verdict"] == "unknown" and result["lower_bound"] is not None:
-        print(f"best proven lower bound of the margin: {result['lower_bound']:.4g} (not a proof either way)")
-
+        print(result["message"], file=out)
+    if result["verdict"] == "unknown" and result["lower_bound"] is not None and "lower bound" not in result["message"]:
+        print(f"best proven lower bound of the margin: {result['lower_bound']:.4g} (not a proof either way)", file=out)
 
 if __name__ == "__main__":
     run(main)

@@ -3,13 +3,17 @@
 Shared flags: ``--model``, ``--index`` / ``--image``, ``--data``, ``--solver``,
 ``--time-limit``, ``--threads``, ``--json``, ``--figure`` / ``--no-figure``.
 Bad input ends with one line ``error: <what is wrong and what to do>`` on stderr
-and exit code 2, never a traceback; results and figures are written atomically.
+and exit code 2, never a traceback. Output paths are checked before any work
+(`check_common`), and results and figures are written as `results.write_atomic`
+says: through symbolic links, never over a device or fifo, with the user's umask,
+atomically; ``--json -`` writes the JSON to standard output.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,8 +26,43 @@ EXIT_USAGE = 2
 DEBUG_ENV = "EXPLAIN_MNIST_DEBUG"  # set to show the traceback of an internal error
 
 
+def _process_start() -> float:
+    """Return when this process started (epoch seconds), from /proc where it can; else now (this module's import)."""
+    now = time.time()
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        started = now - (uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return now
+    return started if 0 <= now - started < 3600 else now
+
+
+PROCESS_START = _process_start()
+
+
+def wall_seconds() -> float:
+    """Return the seconds since this process started (imports included)."""
+    return time.time() - PROCESS_START
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after each option's help, except where there is no default to show (None, off)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with the one-line error rule."""
+    """argparse with the one-line error rule and the defaults shown in --help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
@@ -34,13 +73,14 @@ def make_parser(description: str, *, default_model: str = "twoclass", image_inpu
                 solver: bool = True, default_figure: str | None = None,
                 default_json: str | None = None) -> ArgumentParser:
     """Return a parser with the shared flags; scripts add their own after it."""
-    p = ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=description)
     p.add_argument("--model", default=default_model,
                    help="shipped model name (twoclass, multiclass, cnn_simple) or a .keras / .onnx file")
     if image_input:
         group = p.add_mutually_exclusive_group()
         group.add_argument("--index", type=int, default=None,
-                           help="index of the MNIST test image (default 0)")
+                           help="index of the MNIST test image, the same image for every model "
+                                "(default: 0)")
         group.add_argument("--image", default=None,
                            help=".npy file with 784, 28x28 or 28x28x1 floats in [0, 1]")
     p.add_argument("--data", default=None,
@@ -50,14 +90,30 @@ def make_parser(description: str, *, default_model: str = "twoclass", image_inpu
         p.add_argument("--solver", default="auto", choices=SOLVER_CHOICES,
                        help="MIP solver; auto picks by problem type and size and says what it chose")
         p.add_argument("--time-limit", type=float, default=None, help="seconds before stopping with the best "
-                       "answer found so far, marked as such")
+                       "answer found so far, marked as such (default: no limit)")
         p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                        help="threads of numpy's BLAS and of the MIP solver; 1 is the fastest here and gives the "
                             "same nodes on every run")
-    p.add_argument("--json", default=default_json, help="write the result as JSON to this file")
-    p.add_argument("--figure", default=default_figure, help="write the figure (PNG) to this file")
+    p.add_argument("--json", default=default_json, help="write the result as JSON to this file; - writes it to "
+                   "standard output (and the summary to standard error)")
+    p.add_argument("--figure", default=default_figure, help="write the figure to this file, in the format its "
+                   "suffix names: .png, .pdf or .svg")
     p.add_argument("--no-figure", action="store_true", help="do not draw a figure")
     return p
+
+
+def check_outputs(args) -> None:
+    """Raise UserError, naming the path and the reason, for an output path that cannot be written (no work done)."""
+    from explain_mnist.results import STDOUT, check_output, figure_format
+    json_path = getattr(args, "json", None)
+    figure = None if getattr(args, "no_figure", False) else getattr(args, "figure", None)
+    if figure is not None and str(figure) == STDOUT:
+        raise UserError("--figure -: a figure cannot go to standard output; give a file name (.png, .pdf or .svg)")
+    for flag, path in (("--json", json_path), ("--figure", figure)):
+        if path:
+            check_output(path, f"{flag} {path}")
+    if figure:
+        figure_format(figure)
 
 
 def check_common(args) -> None:
@@ -72,18 +128,7 @@ def check_common(args) -> None:
     if threads is not None and threads < 1:
         raise UserError(f"--threads must be at least 1, got {threads}")
     limit_threads(threads or DEFAULT_THREADS)
-    outputs = [("--json", args.json)] + ([] if getattr(args, "no_figure", False) else [("--figure", args.figure)])
-    for flag, path in outputs:
-        if not path:
-            continue
-        if os.path.isdir(path):
-            raise UserError(f"{flag} {path} is a folder; give a file name")
-        folder = os.path.dirname(os.path.abspath(path))
-        existing = folder
-        while not os.path.isdir(existing):
-            existing = os.path.dirname(existing)
-        if not os.access(existing, os.W_OK):
-            raise UserError(f"{flag} {path}: cannot write in {existing}; choose another place")
+    check_outputs(args)
 
 
 @dataclass
@@ -116,6 +161,42 @@ def load_input(args) -> InputImage:
                       f"data: {test.source}, {len(test)} images")
 
 
+def summary_stream(args):
+    """Return where the human summary goes: standard output, or standard error when the JSON goes to stdout."""
+    from explain_mnist.results import STDOUT
+    return sys.stderr if str(getattr(args, "json", None)) == STDOUT else sys.stdout
+
+
+class ProgressLine:
+    """A one-line progress display on standard error, updated in place, only when stderr is a terminal.
+
+    Call it as the verifier's ``progress(stage, nodes, lower_bound, elapsed)``; `close` erases the line.
+    """
+
+    def __init__(self, stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        try:
+            self.enabled = bool(self.stream.isatty())
+        except (AttributeError, ValueError):
+            self.enabled = False
+        self.width = 0
+
+    def __call__(self, stage: str, nodes: int, lower_bound: float, elapsed: float) -> None:
+        if not self.enabled:
+            return
+        text = f"{stage}: {int(nodes):,} nodes, margin lower bound {float(lower_bound):.4g}, {float(elapsed):.1f} s"
+        self.stream.write("\r" + text.ljust(self.width))
+        self.stream.flush()
+        self.width = max(self.width, len(text))
+
+    def close(self) -> None:
+        """Erase the line (if anything was shown)."""
+        if self.enabled and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+            self.width = 0
+
+
 def load_model(args):
     """Return the `Network` named by ``--model``, checked against the input size."""
     from explain_mnist.models import load_network
@@ -125,9 +206,16 @@ def load_model(args):
     return net
 
 
-def not_implemented(name: str, issue: str) -> None:
-    """Exit with the one-line 'not implemented yet' message (for scripts whose issue has not landed)."""
-    print(f"error: {name} is not implemented yet (see the issue '{issue}')", file=sys.stderr)
+def not_implemented(name: str, issue: str, parser: argparse.ArgumentParser | None = None) -> None:
+    """Exit with the one-line 'not implemented yet' message (for scripts whose issue has not landed).
+
+    With ``parser`` (the script's intended flags), the command line is parsed first, so ``--help`` shows them
+    and a bad flag gets argparse's one-line error.
+    """
+    if parser is not None:
+        parser.parse_args()
+    print(f"error: {name} is not implemented yet (issue {issue})" + ("; --help shows its intended flags"
+                                                                     if parser is not None else ""), file=sys.stderr)
     sys.exit(EXIT_USAGE)
 
 

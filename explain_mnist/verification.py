@@ -12,12 +12,17 @@ def linf_box(x0: np.ndarray, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(x0 - epsilon, 0.0, 1.0), np.clip(x0 + epsilon, 0.0, 1.0)
 
 
-def verify_box(net, lo, hi, c, time_limit=None, node_limit=200_000, solver="auto", threads=1) -> dict:
-    """Return verify.py's result for the box ``[lo, hi]`` and class ``c``, the counterexample re-checked by the model."""
+def verify_box(net, lo, hi, c, time_limit=None, node_limit=200_000, solver="auto", threads=1,
+               progress=None) -> dict:
+    """Return verify.py's result for the box ``[lo, hi]`` and class ``c``, the counterexample re-checked by the model.
+
+    ``progress``, if given, is the `Verifier`'s ``progress(stage, nodes, lower_bound, elapsed)`` callback. A
+    search stopped by Ctrl-C comes back ``unknown`` with ``interrupted`` True and the best bound proven so far.
+    """
     from explain_mnist.models import reference_classes
 
-    verdict = Verifier(net, time_limit=time_limit, node_limit=node_limit, solver=solver,
-                       threads=threads).verify(lo, hi, c)
+    verdict = Verifier(net, time_limit=time_limit, node_limit=node_limit, solver=solver, threads=threads,
+                       progress=progress).verify(lo, hi, c)
     verified = verdict.verdict == "robust"
     message = verdict.message
     if verdict.verdict == "not_robust":
@@ -39,6 +44,7 @@ def verify_box(net, lo, hi, c, time_limit=None, node_limit=200_000, solver="auto
         "lower_bound": None if verdict.verdict == "not_robust" else float(verdict.lower_bound),
         "message": message,
         "stages": verdict.stages,
+        "interrupted": bool(verdict.interrupted),
     }
 
 
@@ -53,9 +59,11 @@ def robustness_property(prop, net, path) -> tuple[np.ndarray, np.ndarray, int]:
     return prop.lo, prop.hi, prop.label
 
 
-def run_verify(args) -> dict:
-    """Return the result of verify.py for parsed arguments (see verify.py --help)."""
+def run_verify(args, progress=None) -> dict:
+    """Return the result of verify.py for parsed arguments (see verify.py --help); ``progress`` as in `verify_box`."""
     from explain_mnist.cli import load_input, load_model
+    from explain_mnist.data import log
+    from explain_mnist.models import class_name, label_in_classes
 
     image = None if args.vnnlib else load_input(args)
     net = load_model(args)
@@ -70,22 +78,39 @@ def run_verify(args) -> dict:
         x0, source, label, index, epsilon = image.x, image.source, image.label, image.index, args.epsilon
         c = int(net.predict(x0))
         lo, hi = linf_box(x0, epsilon)
-    result = verify_box(net, lo, hi, c, args.time_limit, args.node_limit, args.solver, args.threads)
-    return {"model": args.model, "input": source, "index": index, "label": label, "epsilon": epsilon,
-            "class_names": net.meta.get("class_names"), **result, "image": x0,
-            "time_limit": args.time_limit}
+    names = net.meta.get("class_names")
+    in_classes = None
+    if index is not None:   # an MNIST test image: its label is a digit, which the model may not know
+        in_classes = label_in_classes(label, names, net.n_classes)
+        if in_classes is False:
+            known = ", ".join(f"class {k} = {class_name(k, names)}" for k in range(net.n_classes))
+            log(f"note: {source} is a {label}, not one of the model's classes ({known}); the verdict is about the "
+                f"class the model gives it")
+    result = verify_box(net, lo, hi, c, args.time_limit, args.node_limit, args.solver, args.threads, progress)
+    return {"model": args.model, "input": source, "index": index, "label": label,
+            "label_in_model_classes": in_classes, "epsilon": epsilon, "class_names": names, **result,
+            "predicted_name": class_name(c, names),
+            "counterexample_name": class_name(result["counterexample_class"], names),
+            "image": x0, "time_limit": args.time_limit}
 
 
-def save_outputs(args, result: dict) -> None:
-    """Write the JSON result and (unless --no-figure) the figure drawn from it."""
+def save_outputs(args, result: dict, figure: bool = True) -> None:
+    """Write the JSON result and (if ``figure``, unless --no-figure) the figure drawn from it.
+
+    Sets ``result["wall_seconds"]``: the seconds since the process started, imports included.
+    """
+    from explain_mnist.cli import wall_seconds
     from explain_mnist.results import to_jsonable, write_json
 
+    result["wall_seconds"] = round(wall_seconds(), 2)
     plain = to_jsonable(result)
+    flag, path = "--json", args.json
     try:
         if args.json:
             write_json(args.json, plain)
-        if args.figure and not args.no_figure:
+        if figure and args.figure and not args.no_figure:
             from explain_mnist.plots import save_figure, verify_figure
+            flag, path = "--figure", args.figure
             save_figure(verify_figure(plain), args.figure)
     except OSError as exc:
-        raise UserError(f"cannot write the result ({exc.strerror or exc}): check --json / --figure") from None
+        raise UserError(f"{flag} {path}: cannot write the result ({exc.strerror or exc})") from None
