@@ -20,7 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import HelpFormatter, add_output_flags, machine_line, output_json, publish, saved_json  # noqa: E402,E501
+from benchmarks.report import (HelpFormatter, add_output_flags, machine_line, output_json, publish,  # noqa: E402
+                               saved_json)
 from explain_mnist.attack import margin_gradients  # noqa: E402
 from explain_mnist.data import load_test_set  # noqa: E402
 from explain_mnist.models import load_network  # noqa: E402

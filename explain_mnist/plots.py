@@ -1,7 +1,7 @@
 """Figures, drawn from results (never by solving again) and saved like results (`results.write_atomic`).
 
-The format is the one the file's suffix names (`results.FIGURE_FORMATS`: PNG, PDF or SVG). Figures are reproducible byte for byte
-when their content is the same: titles hold no wall-clock times (node counts instead), and the files carry
+The format is the one the file's suffix names (`results.FIGURE_FORMATS`: PNG, PDF or SVG). Figures are
+reproducible byte for byte when their content is the same: titles hold no wall-clock times (node counts instead), and the files carry
 no date and no software version (fixed metadata, a fixed SVG hash salt).
 """
 from __future__ import annotations

@@ -99,7 +99,8 @@ def _bad_outputs(tmp):
     (tmp / "plain").write_text("")
     os.mkfifo(tmp / "pipe")
     return {
-        "missing_parent": (["--json", "/proc/nope/r.json"], ["/proc/nope/r.json", "cannot create the folder /proc/nope"]),
+        "missing_parent": (["--json", "/proc/nope/r.json"],
+                           ["/proc/nope/r.json", "cannot create the folder /proc/nope"]),
         "parent_is_file": (["--json", f"{tmp}/plain/r.json"], [f"{tmp}/plain/r.json", "is a file, not a folder"]),
         "device": (["--json", "/dev/full"], ["/dev/full", "device, not a regular file"]),
         "fifo": (["--figure", f"{tmp}/pipe"], [f"{tmp}/pipe", "fifo, not a regular file"]),
@@ -225,7 +226,8 @@ spec = json.loads(os.environ["FAKE_VERDICT"])
 
 def load_model(args):
     rng = np.random.default_rng(0)
-    net = Network([Affine(rng.normal(size=(4, 784)), np.zeros(4)), ReLU(), Affine(rng.normal(size=(2, 4)), np.zeros(2))])
+    net = Network([Affine(rng.normal(size=(4, 784)), np.zeros(4)), ReLU(),
+                   Affine(rng.normal(size=(2, 4)), np.zeros(2))])
     net.meta["class_names"] = ["1", "3"]
     return net
 
@@ -269,7 +271,8 @@ def test_interrupted_run_writes_the_partial_result_and_exits_130(tmp_path):
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["interrupted"] is True and result["verdict"] == "unknown"
     assert result["lower_bound"] == pytest.approx(-0.123456) and result["nodes"] == 42
-    assert "INTERRUPTED" in done.stdout and done.stdout.count("-0.1235") == 1 and str(tmp_path / "r.json") in done.stdout
+    assert "INTERRUPTED" in done.stdout and done.stdout.count("-0.1235") == 1
+    assert str(tmp_path / "r.json") in done.stdout
     assert not (tmp_path / "f.png").exists()
 
 
