@@ -42,7 +42,8 @@ def main():
               + (f"; partial result written to {args.json}" if args.json and args.json != "-" else ""), file=out)
         return EXIT_INTERRUPTED
     save_outputs(args, result)
-    status = {"robust": "ROBUST (proved)", "not_robust": "NOT ROBUST (counterexample re-checked by the model)",
+    proof = "proved" if not result["tolerance"] else f"proved up to the MIP's tolerance {result['tolerance']:.3g}"
+    status = {"robust": f"ROBUST ({proof})", "not_robust": "NOT ROBUST (counterexample re-checked by the model)",
               "unknown": "UNKNOWN (not decided)"}[result["verdict"]]
     if result["stages"].get("mip_solver"):
         print(f"MIP solver: {result['stages']['mip_solver']}", file=out)

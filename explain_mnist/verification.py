@@ -42,6 +42,7 @@ def verify_box(net, lo, hi, c, time_limit=None, node_limit=200_000, solver="auto
         "nodes": int(verdict.nodes),
         "seconds": round(float(verdict.seconds), 4),
         "lower_bound": None if verdict.verdict == "not_robust" else float(verdict.lower_bound),
+        "tolerance": float(verdict.tolerance),
         "message": message,
         "stages": verdict.stages,
         "interrupted": bool(verdict.interrupted),
