@@ -34,10 +34,12 @@ Order of work, cheapest first:
    most: 256x4 mnistfc prop_9_0.03, open after 300 s of branch-and-bound, is proved
    at the refined root;
 4. the MIP of "Exact core" for what branch-and-bound left open (``"mip"``), with
-   the last quarter of a time limit (`BAB_SHARE`) or, without one, once the node
-   budget is spent. (Small nets used to hand over to the MIP after 500 nodes;
-   with beta-CROWN node bounds that hand-off made the twoclass oracle benchmark
-   2.3x slower, 346 s against 150 s for branch-and-bound alone, so it is gone.)
+   the last quarter of a time limit (`BAB_SHARE`; only when that is at least
+   `MIP_MIN_SECONDS`: a big MIP does nothing in less, and its solver overshoots a
+   short limit) or, without one, once the node budget is spent. A small MIP (at most
+   `SMALL_MIP_NEURONS` hidden neurons and `bab.INPUT_SPLIT_MAX_DIMS` free inputs)
+   takes over after `SMALL_MIP_NODES` nodes: there branch-and-bound with input
+   splits can take far more nodes than the net has activation patterns.
 
 A point counts as a counterexample only if it lies in the box and the forward
 pass puts it in another class. The verifier works on the network scaled layer by
@@ -69,7 +71,8 @@ SEED_MEMORY = 32
 PROOF_RELATIVE = 1e-9   # a bound proves a margin > 0 only above this times the problem's scale
 MIP_RELATIVE = 1e-8     # the MIP's proof: no input with a margin <= -MIP_RELATIVE times the scale
 PROGRESS_SECONDS = 0.5  # at most one progress report per this many seconds
-BAB_SHARE = 0.75  # of a time limit for branch-and-bound; the MIP gets the rest of it
+BAB_SHARE = 0.75  # of a time limit for branch-and-bound; the MIP gets the rest of it ...
+MIP_MIN_SECONDS = 10.0   # ... if that is at least this long or the MIP is small; else branch-and-bound gets it all
 ALPHA_MAX_SECONDS = 20.0    # alpha-CROWN at the root of a net with 2+ hidden layers: at most this long ...
 ALPHA_SHARE = 0.1           # ... and this share of a time limit
 PROBE_NODES = 2000          # on nets with 2+ hidden layers, branch-and-bound before refinement: at most this many
@@ -224,31 +227,31 @@ class Verifier:
 
         if len(net.hidden) >= 2 and self.alpha_steps:
             self._report(q, "alpha-CROWN")
-            budget = ALPHA_MAX_SECONDS if q.limit is None else min(ALPHA_MAX_SECONDS, ALPHA_SHARE * q.limit)
-            root = alpha_tighten(net, lo, hi, bounds=root, C=C, steps=self.alpha_steps, time_budget=budget)
+            seconds = ALPHA_MAX_SECONDS if q.limit is None else min(ALPHA_MAX_SECONDS, ALPHA_SHARE * q.limit)
+            root = alpha_tighten(net, lo, hi, bounds=root, C=C, steps=self.alpha_steps, time_budget=seconds)
             q.stages["alpha_seconds"] = root.seconds
             q.raise_lower(root.spec_lower.min())
             if q.proved():
                 return self._verdict(q, "robust", "bounds")
 
-        bab_deadline = q.deadline
-        if self.mip_fallback and q.limit is not None:
-            bab_deadline = q.start + BAB_SHARE * q.limit
+        small_mip = self._small_mip(lo, hi)
+        use_mip = self.mip_fallback and (q.limit is None or small_mip or (1 - BAB_SHARE) * q.limit >= MIP_MIN_SECONDS)
+        bab_deadline = q.start + BAB_SHARE * q.limit if use_mip and q.limit is not None else q.deadline
         refining = self.refine and len(net.hidden) >= 2
-        budget = self.node_limit
-        if self.mip_fallback and self._small_mip(lo, hi):
-            budget = min(budget, SMALL_MIP_NODES)
-        search_deadline, node_limit = bab_deadline, budget
+        node_budget = self.node_limit
+        if use_mip and small_mip:
+            node_budget = min(node_budget, SMALL_MIP_NODES)
+        search_deadline, node_limit = bab_deadline, node_budget
         if refining:
-            node_limit = min(budget, PROBE_NODES)
+            node_limit = min(node_budget, PROBE_NODES)
             if q.limit is not None:
                 search_deadline = min(bab_deadline, time.perf_counter() + PROBE_SHARE * q.limit)
         outcome = self._search(q, root, search_deadline, node_limit, "branch-and-bound")
         if outcome.status == "unknown" and outcome.stopped_by != "interrupt" and refining and \
-                outcome.nodes < budget and (bab_deadline is None or time.perf_counter() < bab_deadline):
+                outcome.nodes < node_budget and (bab_deadline is None or time.perf_counter() < bab_deadline):
             self._report(q, "refining intermediate bounds")
-            budget = None if bab_deadline is None else REFINE_SHARE * (bab_deadline - time.perf_counter())
-            refinement = refine_bounds(net, lo, hi, root, C=C, time_budget=budget, tolerance=q.tolerance)
+            seconds = None if bab_deadline is None else REFINE_SHARE * (bab_deadline - time.perf_counter())
+            refinement = refine_bounds(net, lo, hi, root, C=C, time_budget=seconds, tolerance=q.tolerance)
             root = refinement.bounds
             q.raise_lower(root.spec_lower.min())
             q.stages.update(refine_seconds=refinement.seconds, refine_searches=refinement.searches,
@@ -258,7 +261,7 @@ class Verifier:
             if q.proved():
                 return self._verdict(q, "robust", "bab")
             # the node limit counts margin nodes; the refinement's nodes (on cut networks) are capped per bound
-            outcome = self._search(q, root, bab_deadline, budget - outcome.nodes,
+            outcome = self._search(q, root, bab_deadline, node_budget - outcome.nodes,
                                    "branch-and-bound (refined)")
         if outcome.status == "not_robust":
             found = self._found(q, outcome.x, "bab")
@@ -269,7 +272,7 @@ class Verifier:
         if outcome.stopped_by == "interrupt":
             raise KeyboardInterrupt
 
-        if self.mip_fallback and q.scale > 0 and (q.deadline is None or time.perf_counter() < q.deadline - 0.5):
+        if use_mip and q.scale > 0 and (q.deadline is None or time.perf_counter() < q.deadline - 0.5):
             verdict = self._mip(q, root)
             if verdict is not None:
                 return verdict
@@ -277,7 +280,7 @@ class Verifier:
             return self._unknown(q, "bab", f"a tie: the exact minimum of a linear piece is within "
                                            f"{q.tolerance / self.logit_scale:.3g} of 0 and its minimiser keeps the "
                                            f"class; no point verifiably changes it")
-        why = {"node_limit": f"node limit ({budget}) hit", "deadline": "time limit hit"}
+        why = {"node_limit": f"node limit ({node_budget}) hit", "deadline": "time limit hit"}
         return self._unknown(q, "bab", why.get(outcome.stopped_by, "stopped"))
 
     def _small_mip(self, lo: np.ndarray, hi: np.ndarray) -> bool:
@@ -303,9 +306,9 @@ class Verifier:
         from explain_mnist.mip import MAX_MARGIN, NetworkMIP
 
         self._report(q, "MIP")
-        remaining = None if q.deadline is None else max(q.deadline - time.perf_counter(), 0.1)
-        mip = NetworkMIP(self.scaled, q.lo, q.hi, bounds=root, solver=self.solver, time_limit=remaining,
-                         threads=self.threads)
+        mip = NetworkMIP(self.scaled, q.lo, q.hi, bounds=root, solver=self.solver, threads=self.threads)
+        if q.deadline is not None:   # the time left once the model is built (it counts against the limit)
+            mip.time_limit = max(q.deadline - time.perf_counter(), 0.1)
         margin = min(MIP_RELATIVE * q.scale, MAX_MARGIN)
         x, result = mip.counterexample(q.c, margin=margin)
         q.stages["mip_seconds"] = result.seconds
