@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from explain_mnist.errors import UserError
+from explain_mnist.threads import blas_threads
 from explain_mnist.verifier import Verifier
 
 
@@ -92,7 +93,7 @@ def run_verify(args, progress=None) -> dict:
             "label_in_model_classes": in_classes, "epsilon": epsilon, "class_names": names, **result,
             "predicted_name": class_name(c, names),
             "counterexample_name": class_name(result["counterexample_class"], names),
-            "image": x0, "time_limit": args.time_limit}
+            "image": x0, "time_limit": args.time_limit, "blas_threads": blas_threads()}
 
 
 def save_outputs(args, result: dict, figure: bool = True) -> None:
