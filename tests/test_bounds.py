@@ -7,8 +7,8 @@ import scipy.sparse as sp
 from scipy.optimize import linprog
 
 import explain_mnist.bounds as bounds_module
-from explain_mnist.bounds import (BOUND_METHODS, Bounds, compute_bounds, crown_bounds, interval_bounds,
-                                  lp_tighten, spec_coefficients)
+from explain_mnist.bounds import BOUND_METHODS, Bounds, compute_bounds, crown_bounds, interval_bounds, spec_coefficients
+from explain_mnist.lp_bounds import lp_tighten
 from explain_mnist.network import Affine, Network, ReLU
 
 SOUND_TOL = 1e-9
