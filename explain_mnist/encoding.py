@@ -30,6 +30,27 @@ matrix with row bounds ``row_lower <= A v <= row_upper``, and the objective
 distances, selectors, ...) with `MIPModel.add_columns` and `MIPModel.add_rows`.
 Bounds computed for a box stay valid for every box inside it, which is what
 lets a solver re-solve after pixel bounds change instead of rebuilding.
+
+Distances and targets, for minimal adversarial examples (`add_distance`, `add_target`).
+The network is encoded in displacements from an image ``x0`` (`shifted_network`: ``x0``
+folded into the first bias), so the input columns are ``delta_p = x_p - x0_p`` with bounds
+``dl_p <= delta_p <= dh_p`` (``dl_p <= 0 <= dh_p``), and the objective is the distance itself
+(no constant: solvers measure their gap on it):
+
+- ``l0``: a binary ``s_p`` per input column, rows ``delta_p - dh_p s_p <= 0`` (where ``dh_p > 0``)
+  and ``delta_p - dl_p s_p >= 0`` (where ``dl_p < 0``); minimise ``sum s``, which bounds the
+  number of changed pixels from above (and equals it at an optimum).
+- ``l1``: a column that can move one way only is its own absolute value (objective ``+delta_p``
+  where ``dl_p = 0``, ``-delta_p`` where ``dh_p = 0``); any other gets ``t_p >= 0`` with rows
+  ``t_p - delta_p >= 0``, ``t_p + delta_p >= 0`` and objective ``t_p``.
+- ``l2``: minimise ``sum delta_p^2`` (a diagonal quadratic objective; no new column or row).
+- ``linf``: a column ``r >= 0`` with rows ``r - delta_p >= 0`` (where ``dh_p > 0``) and
+  ``r + delta_p >= 0`` (where ``dl_p < 0``); minimise ``r``.
+
+With ``limit`` (linear norms) the distance is also bounded: ``sum s <= limit`` (l0), the sum of
+the l1 terms ``<= limit`` (l1), ``r <= limit`` (linf); with ``lower``, ``r >= lower`` (linf).
+The target: every row of ``C (L v + o) >= margin``, where ``L v + o`` are the logits and ``C``
+is `Network.spec_matrix` of the target class (argmax: ``logit_t - logit_j``; sigmoid: ``+-logit``).
 """
 from __future__ import annotations
 
@@ -40,7 +61,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from explain_mnist.bounds import Bounds, interval_bounds
-from explain_mnist.network import Network
+from explain_mnist.network import Affine, Network
+
+NORMS = ("l0", "l1", "l2", "linf")
 
 
 @dataclass
@@ -293,3 +316,65 @@ def encode_network(net: Network, lo, hi, bounds: Bounds | None = None) -> MIPMod
         c=np.zeros(n_cols), n_pixels=n_in, input_pixels=input_pixels, input_cols=np.arange(n_x),
         input_fill=fill, box_lo=lo, box_hi=hi, logit_matrix=logit_matrix, logit_offset=logit_offset,
         layers=layers)
+
+
+def shifted_network(net: Network, x0: np.ndarray) -> Network:
+    """Return ``net`` as a function of the displacement ``delta = x - x0`` (``x0`` folded into the first bias)."""
+    first = net.affines[0]
+    shifted = Affine(first.W, first.b + np.asarray(first.W @ np.asarray(x0, dtype=np.float64)).ravel())
+    return Network([shifted] + net.layers[1:], net.decision, net.input_shape, net.name, dict(net.meta))
+
+
+def add_distance(model: MIPModel, norm: str, limit: float | None = None, lower: float | None = None) -> None:
+    """Set the objective of a model whose input columns are displacements to their ``norm`` (module docstring)."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; supported: {', '.join(NORMS)}")
+    cols = model.input_cols
+    dl, dh = model.lb[cols], model.ub[cols]
+    n = cols.size
+    model.c = np.zeros(model.n_cols)
+    model.q = None
+    if norm == "l2":
+        model.q = np.zeros(model.n_cols)
+        model.q[cols] = 1.0
+        return
+    if norm == "l0":
+        s = model.add_columns(np.zeros(n), np.ones(n), integer=True, c=1.0)
+        for side, sign in ((dh, 1.0), (dl, -1.0)):   # delta <= dh s;  -delta <= -dl s
+            idx = np.flatnonzero(side != 0)
+            if idx.size:
+                rows = sp.csr_matrix((np.concatenate([np.full(idx.size, sign), -sign * side[idx]]),
+                                      (np.tile(np.arange(idx.size), 2), np.concatenate([cols[idx], s[idx]]))),
+                                     shape=(idx.size, model.n_cols))
+                model.add_rows(rows, -np.inf, 0.0)
+        terms = sp.csr_matrix((np.ones(n), (np.zeros(n, dtype=np.int64), s)), shape=(1, model.n_cols))
+    elif norm == "l1":
+        up, down = dl == 0, dh == 0
+        both = np.flatnonzero(~up & ~down)
+        t = model.add_columns(np.zeros(both.size), np.maximum(dh[both], -dl[both]), c=1.0)
+        model.c[cols[up & ~down]] = 1.0
+        model.c[cols[down & ~up]] = -1.0
+        for sign in (1.0, -1.0):   # t - delta >= 0;  t + delta >= 0
+            rows = sp.csr_matrix((np.concatenate([np.ones(both.size), np.full(both.size, -sign)]),
+                                  (np.tile(np.arange(both.size), 2), np.concatenate([t, cols[both]]))),
+                                 shape=(both.size, model.n_cols))
+            model.add_rows(rows, 0.0, np.inf)
+        terms = sp.csr_matrix(model.c[None, :])
+    else:
+        r = model.add_columns(0.0 if lower is None else lower, np.inf if limit is None else limit, c=1.0)
+        for side, sign in ((dh, 1.0), (dl, -1.0)):   # r - delta >= 0 where delta can be > 0; r + delta >= 0
+            idx = np.flatnonzero(side != 0)
+            where = np.concatenate([np.full(idx.size, r[0]), cols[idx]])
+            rows = sp.csr_matrix((np.concatenate([np.ones(idx.size), np.full(idx.size, -sign)]),
+                                  (np.tile(np.arange(idx.size), 2), where)), shape=(idx.size, model.n_cols))
+            model.add_rows(rows, 0.0, np.inf)
+        return
+    if limit is not None:
+        model.add_rows(terms, -np.inf, limit)
+
+
+def add_target(model: MIPModel, C: np.ndarray, margin: float) -> np.ndarray:
+    """Add the rows ``C (L v + o) >= margin`` (the target wins by ``margin``; module docstring); return them."""
+    C = np.atleast_2d(np.asarray(C, dtype=np.float64))
+    rows = sp.csr_matrix(C) @ model.logit_matrix
+    return model.add_rows(rows, margin - C @ model.logit_offset, np.inf)

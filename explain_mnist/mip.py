@@ -20,6 +20,11 @@ on every row iff the input keeps class ``c``):
   ``-margin``. Only the k selector rows depend on ``c``: another class rewrites
   their coefficients in the loaded model, which is built once.
 
+- `min_distance` (a function: one model per query): the smallest ``norm`` of ``x - x0``
+  over a box with every row of ``C @ logits >= margin`` (a target class winning), in
+  displacement columns (`encoding.shifted_network`, `encoding.add_distance`,
+  `encoding.add_target`), with the bounds of a region every better point lies in.
+
 Every point returned is re-checked by `Network.forward`: a counterexample the
 forward pass does not confirm (a solver tolerance times a big-M can move a
 logit by 1e-4) is never returned; the query re-solves with the margin
@@ -33,8 +38,10 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from dataclasses import dataclass
+
 from explain_mnist.bounds import Bounds, interval_bounds
-from explain_mnist.encoding import MIPModel, encode_network
+from explain_mnist.encoding import MIPModel, add_distance, add_target, encode_network, shifted_network
 from explain_mnist.network import Network
 from explain_mnist.solvers import SolveResult, choose_solver, make_solver
 
@@ -249,3 +256,52 @@ class NetworkMIP:
                                    f"class {c} under the forward pass: numerical trouble, no counterexample returned")
                 return None, result
             margin *= 10
+
+
+@dataclass
+class DistanceSolve:
+    """The outcome of `min_distance`: the solver's result and the image it found (None if none)."""
+
+    x: np.ndarray | None
+    result: SolveResult
+    solver: str
+    reason: str
+    model_size: str
+
+
+def min_distance(net: Network, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, bounds: Bounds, norm: str,
+                 C: np.ndarray, margin: float, solver: str = "auto", time_limit: float | None = None,
+                 threads: int = 1, cutoff: float | None = None, limit: float | None = None,
+                 lower: float | None = None, mip_gap: float | None = None,
+                 abs_gap: float | None = None) -> DistanceSolve:
+    """Return the `DistanceSolve` of ``min ||x - x0||_norm`` over ``[lo, hi]`` with ``C @ logits(x) >= margin``.
+
+    ``bounds`` hold on the part of the box the answer can lie in (see `encoding.encode_network`);
+    ``cutoff``: only images strictly closer are wanted; ``limit`` / ``lower``: the distance bounds
+    of `encoding.add_distance`. The image returned is ``x0 + delta`` clipped to the box, with the
+    pixels whose l0 indicator is off set back to ``x0``; the caller checks its class.
+    """
+    x0 = np.asarray(x0, dtype=np.float64)
+    used = np.asarray(abs(sp.csr_matrix(net.affines[0].W)).sum(axis=0)).ravel() > 0
+    lo, hi = np.where(used, lo, x0), np.where(used, hi, x0)     # a pixel no neuron sees never changes
+    model = encode_network(shifted_network(net, x0), lo - x0, hi - x0, bounds)
+    indicators = model.n_cols
+    add_distance(model, norm, limit=limit, lower=lower)
+    add_target(model, C, margin)
+    kind = f"min_{norm}"
+    if solver == "auto":
+        name, reason = choose_solver(kind, model.n_cols, model.n_rows, quadratic=model.is_quadratic,
+                                     integers=model.n_binaries > 0)
+    else:
+        name, reason = solver, "chosen with --solver"
+    backend = make_solver(name, model, time_limit=time_limit, threads=threads, mip_gap=mip_gap, abs_gap=abs_gap)
+    result = backend.solve(cutoff=cutoff)
+    x = None
+    if result.x is not None:
+        delta = model.input_point(result.x)
+        if norm == "l0":
+            off = np.zeros(model.n_pixels, dtype=bool)
+            off[model.input_pixels] = result.x[indicators + np.arange(model.input_cols.size)] < 0.5
+            delta[off] = 0.0
+        x = np.clip(x0 + delta, lo, hi)
+    return DistanceSolve(x, result, name, reason, model.summary())

@@ -82,3 +82,76 @@ def verify_figure(result: dict):
     show_difference(fig, axes[2], delta, f"difference, max |d| = {np.abs(delta).max():.3f}")
     fig.suptitle(f"NOT ROBUST for {box}: found {work(result)}", fontsize=10)
     return fig
+
+
+OBJECTIVE_LABELS = {"l0": lambda v: f"{v:.0f} pixel" + ("" if v == 1 else "s"),
+                    "l1": lambda v: f"sum |d| = {v:.3g}", "l2": lambda v: f"sum d\u00b2 = {v:.3g}",
+                    "linf": lambda v: f"max |d| = {v:.3g}"}
+NORM_NAMES = {"l0": "L0 (changed pixels)", "l1": "L1", "l2": "squared L2", "linf": "L-inf"}
+PROOF_MARKS = {"optimal": "", "time_limit": " (not proved)", "error": " (error)", "infeasible": ""}
+
+
+def _digit(k, names) -> str:
+    """Return what class k stands for, short: "3" for a class named "3" (else the class index)."""
+    return str(names[k]) if names and k is not None and 0 <= k < len(names) else str(k)
+
+
+def adversarial_figure(result: dict):
+    """Return the figure of a min_adv_card.py / min_adv_sum.py result (drawn from the saved JSON).
+
+    One target: the input, the difference (a diverging map centred on 0) and the adversarial image.
+    Several: the input, then one column per target: the image titled "predict k" with its objective
+    (top row) and its difference (bottom row, one colour scale for the row).
+    """
+    x0 = np.asarray(result["image"])
+    names = result.get("class_names")
+    norm = result["norm"]
+    rows = result["results"]
+
+    def value(row):
+        if row["objective"] is None:
+            return row["status"].replace("_", " ")
+        return OBJECTIVE_LABELS[norm](row["objective"]) + PROOF_MARKS[row["status"]]
+    if len(rows) == 1:
+        row = rows[0]
+        fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+        show_image(axes[0], x0, f"input: {class_label(result['predicted'], names)}")
+        if row["adversarial"] is None:
+            for ax in axes[1:]:
+                ax.axis("off")
+            axes[1].set_title(f"target {class_label(row['target'], names)}: {value(row)}", fontsize=9)
+            return fig
+        x = np.asarray(row["adversarial"])
+        changed = "changed pixels" if norm == "l0" else "difference"
+        show_difference(fig, axes[1], x - x0, f"{changed}: {value(row)}")
+        show_image(axes[2], x, f"result: {class_label(row['model_prediction'], names)}\n"
+                               f"(re-checked by the model: {'yes' if row['verified'] else 'NO'})")
+        fig.suptitle(f"smallest {NORM_NAMES[norm]} change to {class_label(row['target'], names)}: {value(row)}, "
+                     f"by {row['method']}", fontsize=10)
+        return fig
+    n = len(rows) + 1
+    fig, axes = plt.subplots(2, n, figsize=(1.55 * n + 0.8, 3.9), squeeze=False)
+    show_image(axes[0, 0], x0, f"input: {_digit(result['predicted'], names)}")
+    axes[1, 0].axis("off")
+    deltas = [np.asarray(r["adversarial"]) - x0 for r in rows if r["adversarial"] is not None]
+    scale = max([float(np.abs(d).max()) for d in deltas] + [1e-6])
+    image = None
+    for k, row in enumerate(rows, start=1):
+        label = "any" if row["target"] is None else _digit(row["target"], names)
+        if row["adversarial"] is None:
+            for ax in axes[:, k]:
+                ax.axis("off")
+            axes[0, k].set_title(f"predict {label}\n{value(row)}", fontsize=8)
+            continue
+        x = np.asarray(row["adversarial"])
+        show_image(axes[0, k], x, f"predict {_digit(row['model_prediction'], names)}\n{value(row)}")
+        axes[0, k].title.set_fontsize(8)
+        image = axes[1, k].imshow((x - x0).reshape(28, 28), cmap="RdBu_r", vmin=-scale, vmax=scale)
+        axes[1, k].set_xticks([])
+        axes[1, k].set_yticks([])
+    if image is not None:
+        fig.colorbar(image, ax=list(axes[1, 1:]), fraction=0.02, pad=0.01, label="change")
+    proved = all(r["status"] in ("optimal", "infeasible") for r in rows)
+    fig.suptitle(f"smallest {NORM_NAMES[norm]} change per target label"
+                 + ("" if proved else " (some not proved: see titles)"), fontsize=10)
+    return fig

@@ -45,7 +45,7 @@ PREFERENCES = {
     "min_l0": ("cplex", "scip", "highs"),
     "min_l1": ("cplex", "scip", "highs"),
     "min_linf": ("cplex", "scip", "highs"),
-    "min_l2": ("cplex", "scip"),
+    "min_l2": ("cplex", "scip", "highs"),   # highs only when no binary is left: a convex QP
 }
 
 _installed: dict[str, bool] = {}
@@ -77,17 +77,27 @@ def _missing(name: str) -> UserError:
     return UserError(f"solver {name!r} is not installed: pip install {SOLVERS[name].pip_package}; or {hint}")
 
 
-def make_solver(name: str, model, time_limit: float | None = None, threads: int = 1, **options) -> MIPSolver:
-    """Return the backend ``name`` with ``model`` loaded (UserError if unknown or not installed)."""
+def require(name: str) -> None:
+    """Raise the UserError that says what to do if the solver ``name`` is unknown or not installed."""
     if name not in SOLVERS:
         raise _unknown(name)
     if not is_installed(name):
         raise _missing(name)
+
+
+def make_solver(name: str, model, time_limit: float | None = None, threads: int = 1, **options) -> MIPSolver:
+    """Return the backend ``name`` with ``model`` loaded (UserError if unknown or not installed)."""
+    require(name)
     return SOLVERS[name].load()(model, time_limit=time_limit, threads=threads, **options)
 
 
-def choose_solver(kind: str, n_cols: int, n_rows: int, quadratic: bool = False) -> tuple[str, str]:
-    """Return ``(solver name, one-line reason)`` for ``--solver auto`` on a problem of this kind and size."""
+def choose_solver(kind: str, n_cols: int, n_rows: int, quadratic: bool = False,
+                  integers: bool = True) -> tuple[str, str]:
+    """Return ``(solver name, one-line reason)`` for ``--solver auto`` on a problem of this kind and size.
+
+    ``quadratic`` and ``integers`` say whether the objective has squares and the model integer columns:
+    HiGHS takes a quadratic objective only without them (a convex QP).
+    """
     if kind not in PREFERENCES:
         raise ValueError(f"unknown problem kind {kind!r}; known: {', '.join(PREFERENCES)}")
     skipped = []
@@ -95,7 +105,7 @@ def choose_solver(kind: str, n_cols: int, n_rows: int, quadratic: bool = False) 
         if not is_installed(name):
             skipped.append(f"{name} not installed")
             continue
-        if name == "highs" and quadratic:
+        if name == "highs" and quadratic and integers:
             skipped.append("highs has no MIQP")
             continue
         if name == "cplex":

@@ -73,12 +73,13 @@ class MIPSolver:
     name = "base"
 
     def __init__(self, model: MIPModel, time_limit: float | None = None, threads: int = 1,
-                 verbose: bool = False, mip_gap: float | None = None):
+                 verbose: bool = False, mip_gap: float | None = None, abs_gap: float | None = None):
         self.model = model.copy()
         self.time_limit = time_limit
         self.threads = max(1, int(threads))
         self.verbose = verbose
         self.mip_gap = mip_gap
+        self.abs_gap = abs_gap      # absolute gap |objective - bound| to stop at (None: the solver's default)
         self._entry_keys = None
         self._check_size()
         self._load()

@@ -139,6 +139,8 @@ class CplexSolver(MIPSolver):
         params.timelimit.set(float(self.time_limit) if self.time_limit is not None else params.timelimit.default())
         params.mip.limits.solutions.set(1 if stop_at_first else params.mip.limits.solutions.default())
         params.mip.tolerances.mipgap.set(self.mip_gap if self.mip_gap is not None else params.mip.tolerances.mipgap.default())
+        params.mip.tolerances.absmipgap.set(self.abs_gap if self.abs_gap is not None
+                                            else params.mip.tolerances.absmipgap.default())
         params.mip.tolerances.uppercutoff.set(cutoff if cutoff is not None and self.model.sense == "min"
                                               else params.mip.tolerances.uppercutoff.default())
         params.mip.tolerances.lowercutoff.set(cutoff if cutoff is not None and self.model.sense == "max"

@@ -123,6 +123,8 @@ class HighsSolver(MIPSolver):
         h.setOptionValue("mip_max_improving_sols", 1 if stop_at_first else 2147483647)
         if self.mip_gap is not None:
             h.setOptionValue("mip_rel_gap", float(self.mip_gap))
+        if self.abs_gap is not None:
+            h.setOptionValue("mip_abs_gap", float(self.abs_gap))
         run_status = h.run()
         model_status = h.getModelStatus()
         info = h.getInfo()

@@ -115,6 +115,7 @@ class ScipSolver(MIPSolver):
         s.setParam("limits/time", float(self.time_limit) if self.time_limit is not None else 1e20)
         s.setParam("limits/solutions", 1 if stop_at_first else -1)
         s.setParam("limits/gap", float(self.mip_gap) if self.mip_gap is not None else 0.0)
+        s.setParam("limits/absgap", float(self.abs_gap) if self.abs_gap is not None else 0.0)
         sign = self._sense_sign()
         s.setObjlimit(float(cutoff - self._constant) if cutoff is not None else sign * s.infinity())
         try:
