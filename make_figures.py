@@ -13,6 +13,21 @@ RUNS = [
                    "--figure", "figures/verify_multiclass_0.png", "--json", "results/verify_multiclass_0.json"]),
     ("verify.py", ["--model", "cnn_simple", "--index", "0", "--epsilon", "0.05",
                    "--figure", "figures/verify_cnn_simple_0.png", "--json", "results/verify_cnn_simple_0.json"]),
+    ("min_adv_card.py", ["--model", "twoclass", "--index", "2", "--figure", "figures/min_adversarial_card.png",
+                         "--json", "results/min_adv_card_twoclass_2.json"]),
+    ("min_adv_sum.py", ["--model", "twoclass", "--index", "2", "--norm", "l2", "--figure",
+                        "figures/min_adversarial_sse.png", "--json", "results/min_adv_sum_twoclass_2.json"]),
+    ("min_adv_sum.py", ["--model", "multiclass", "--index", "0", "--norm", "l2",
+                        "--figure", "figures/adversarial_multiclass.png",
+                        "--json", "results/min_adv_sum_multiclass_0.json"]),
+] + [
+    run for index in (0, 1) for run in (
+        ("min_adv_card.py", ["--model", "cnn_simple", "--index", str(index),
+                             "--figure", f"figures/adversarial_convolution_{index}.png",
+                             "--json", f"results/min_adv_card_cnn_simple_{index}.json"]),
+        ("min_adv_sum.py", ["--model", "cnn_simple", "--index", str(index), "--norm", "l2",
+                            "--figure", f"figures/adv_conv_sq_{index}.png",
+                            "--json", f"results/min_adv_sum_cnn_simple_{index}.json"]))
 ]
 
 

@@ -574,6 +574,10 @@ def solve_target(net: Network, x0: np.ndarray, t: int, norm: str, margin: float 
         status = "optimal"
     elif outcome == "none_better":
         status, method = "optimal", "cut off"      # nothing here beats the cut-off (another target's image)
+    elif outcome == "optimal":                     # the solver's tolerance, not the issue's: say so
+        status = "error"
+        q.message = (f"{q.solver.split(' ')[0]} stopped at its own tolerance: its bound {q.lower:.10g} is not within "
+                     f"{OPTIMAL_RELATIVE:g} (relative) of the image's distance {q.objective:.10g}")
     elif outcome == "error":
         status = "error"
     else:

@@ -130,7 +130,7 @@ def adversarial_figure(result: dict):
                      f"by {row['method']}", fontsize=10)
         return fig
     n = len(rows) + 1
-    fig, axes = plt.subplots(2, n, figsize=(1.55 * n + 0.8, 3.9), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(1.55 * n + 0.8, 3.6), squeeze=False, gridspec_kw={"hspace": 0.08})
     show_image(axes[0, 0], x0, f"input: {_digit(result['predicted'], names)}")
     axes[1, 0].axis("off")
     deltas = [np.asarray(r["adversarial"]) - x0 for r in rows if r["adversarial"] is not None]
@@ -153,5 +153,5 @@ def adversarial_figure(result: dict):
         fig.colorbar(image, ax=list(axes[1, 1:]), fraction=0.02, pad=0.01, label="change")
     proved = all(r["status"] in ("optimal", "infeasible") for r in rows)
     fig.suptitle(f"smallest {NORM_NAMES[norm]} change per target label"
-                 + ("" if proved else " (some not proved: see titles)"), fontsize=10)
+                 + ("" if proved else " (some not proved: see titles)"), fontsize=10, y=1.04)
     return fig

@@ -71,7 +71,7 @@ def linear_l2(net, x0):
 
 
 def lp_distance(x0, norm, L, l, C, A_piece=None, b_piece=None):
-    """Return ``(min ||x - x0||, x)`` (l1 or linf) on [0,1]^n with ``C (L x + l) >= MARGIN``, ``A_piece x <= b_piece``."""
+    """Return ``(min ||x - x0||, x)`` (l1, linf) on [0,1]^n with ``C (L x + l) >= MARGIN``, ``A_piece x <= b_piece``."""
     n = x0.size
     k = n if norm == "l1" else 1
     cost = np.concatenate([np.zeros(n), np.ones(k)])
