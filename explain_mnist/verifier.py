@@ -42,17 +42,23 @@ Order of work, cheapest first:
    splits can take far more nodes than the net has activation patterns.
 
 A point counts as a counterexample only if it lies in the box and the forward
-pass puts it in another class. The verifier works on the network scaled layer by
+pass puts it in another class with a margin clear of rounding (below
+``-ROUNDING_RELATIVE * T``). The verifier works on the network scaled layer by
 layer by powers of two (`Network.power_of_two_scaled`: exact, same classes), so that
-solvers see weights of one size, and its tolerances are relative to the problem's
-scale ``S``, the largest |margin| among the box centre's margins and the root's
-CROWN lower bounds. Bounds and branch-and-bound prove a margin > 0 only when its
-bound exceeds ``PROOF_RELATIVE * S`` (floating-point rounding; LP bounds are
-certified from their duals). The MIP's answer holds up to its feasibility
-tolerance: its ``robust`` says that no input has a margin below
-``-MIP_RELATIVE * S``, and the verdict says so (`Verdict.tolerance`). A search
-that ends on a leaf whose exact minimum is within the tolerance of 0 but whose
-minimiser keeps the class is a tie: ``unknown``, with that said. Scaling a
+solvers see weights of one size, and its tolerances are relative to the problem:
+
+- rounding: ``T`` (`term_scale`) bounds the size of every term summed when the
+  margins are evaluated over the box; floating-point sums are off by far less than
+  ``ROUNDING_RELATIVE * T``. Bounds and branch-and-bound prove a margin > 0 only
+  above that (LP bounds are certified from their duals), and a point whose margin
+  is within it of 0 is a tie, not a counterexample;
+- the MIP: its answer holds up to its feasibility tolerance. Its ``robust`` says that
+  no input has a margin below ``-MIP_RELATIVE * S``, ``S`` the largest |margin| among
+  the box centre's margins and the root's CROWN lower bounds, and the verdict says
+  so (`Verdict.tolerance`).
+
+A search that ends on a leaf whose exact minimum is within the tolerance of 0 but
+whose minimiser keeps the class is a tie: ``unknown``, with that said. Scaling a
 network by any power of two changes only the numbers reported.
 """
 from __future__ import annotations
@@ -68,7 +74,7 @@ from explain_mnist.network import Network
 from explain_mnist.refine import refine_bounds
 
 SEED_MEMORY = 32
-PROOF_RELATIVE = 1e-9   # a bound proves a margin > 0 only above this times the problem's scale
+ROUNDING_RELATIVE = 1e-12   # of the term scale T: proofs and counterexamples must clear it (about 4,500 ulps)
 MIP_RELATIVE = 1e-8     # the MIP's proof: no input with a margin <= -MIP_RELATIVE times the scale
 PROGRESS_SECONDS = 0.5  # at most one progress report per this many seconds
 BAB_SHARE = 0.75  # of a time limit for branch-and-bound; the MIP gets the rest of it ...
@@ -99,9 +105,23 @@ class Verdict:
     interrupted: bool = False   # stopped by Ctrl-C: unknown, with the best lower bound proved until then
 
 
-def is_counterexample(net: Network, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, c: int) -> bool:
-    """Return True iff ``x`` lies in the box and the forward pass classifies it other than ``c``."""
-    return bool(np.all(x >= lo) and np.all(x <= hi) and net.predict(x) != c)
+def is_counterexample(net: Network, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, c: int,
+                      rounding: float = 0.0) -> bool:
+    """Return True iff ``x`` lies in the box and the forward pass classifies it other than ``c``.
+
+    With ``rounding`` > 0 its smallest margin must also be below ``-rounding`` (not a tie within rounding).
+    """
+    return bool(np.all(x >= lo) and np.all(x <= hi) and net.predict(x) != c
+                and (rounding <= 0 or net.margins(x, c).min() < -rounding))
+
+
+def term_scale(net: Network, lo: np.ndarray, hi: np.ndarray, C: np.ndarray) -> float:
+    """Return a bound on |every term| summed when evaluating ``C @ logits`` on the box (absolute values forward)."""
+    size = np.maximum(np.abs(lo), np.abs(hi))
+    for affine in net.hidden:
+        size = abs(affine.W) @ size + np.abs(affine.b)
+    last = net.affines[-1]
+    return float((np.abs(C) @ (abs(last.W) @ size + np.abs(last.b))).max())
 
 
 def problem_scale(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, root: Bounds) -> float:
@@ -202,7 +222,7 @@ class Verifier:
 
     def _found(self, q: _Query, x: np.ndarray, method: str) -> Verdict | None:
         """Return the not_robust `Verdict` of ``x`` if it is a counterexample of the query, else None."""
-        if x is None or not is_counterexample(self.net, x, q.lo, q.hi, q.c):
+        if x is None or not is_counterexample(self.scaled, x, q.lo, q.hi, q.c, q.tolerance):
             return None
         self._remember(x)
         return Verdict("not_robust", x, int(self.net.predict(x)), method, stages=q.stages)
@@ -213,7 +233,7 @@ class Verifier:
         q.stages["bounds_seconds"] = root.seconds
         q.raise_lower(root.spec_lower.min())
         q.scale = problem_scale(net, lo, hi, q.c, root)
-        q.tolerance = PROOF_RELATIVE * q.scale
+        q.tolerance = ROUNDING_RELATIVE * term_scale(net, lo, hi, C)
         if q.proved():
             return self._verdict(q, "robust", "bounds")
 
@@ -281,6 +301,8 @@ class Verifier:
                                            f"{q.tolerance / self.logit_scale:.3g} of 0 and its minimiser keeps the "
                                            f"class; no point verifiably changes it")
         why = {"node_limit": f"node limit ({node_budget}) hit", "deadline": "time limit hit"}
+        if outcome.status == "not_robust":
+            return self._unknown(q, "bab", "a tie: the point found changes the class only within rounding")
         return self._unknown(q, "bab", why.get(outcome.stopped_by, "stopped"))
 
     def _small_mip(self, lo: np.ndarray, hi: np.ndarray) -> bool:
