@@ -15,35 +15,39 @@ Per target, cheapest first:
 1. An upper bound (`attack_target`), every candidate checked by a forward pass. l0: greedy pixel
    changes, each step the single change (a pixel to 0 or to 1) that raises the target's worst
    margin ``h(x) = min_j (C_t f(x))_j`` most (one batch of 2n forward passes), then changed
-   pixels put back while the image stays adversarial. l1, l2, linf: linearised minimal steps
-   (as DeepFool): at the current point x, with g the gradient of h there, the closest ``y`` to
-   ``x0`` in [0, 1]^n with ``h(x) + g (y - x) >= MARGIN`` has a closed form per norm
-   (`closest_step`: l2 ``y = clip(x0 + lam g)`` with ``lam`` by bisection, linf
-   ``clip(x0 + r sign g)`` with ``r`` by bisection, l1 pixels in order of ``|g|`` moved to their
-   bound); a few step lengths along it are tried, and the search moves to the closest
-   adversarial one. If that finds nothing, `attack.find_counterexample` on the target network
-   (below) over the whole of [0, 1]^n gives a start.
+   pixels put back while the image stays adversarial. l1, l2, linf: boundary steps as in FAB
+   (Croce and Hein 2020), from x0 and a few random starts near it (`_boundary_search`): with g
+   the gradient of h at the current point x, both x and x0 are projected onto the boundary
+   ``h(x) + g (y - x) = MARGIN`` within [0, 1]^n (`closest_steps`: the smallest step by the norm
+   with ``g . delta >= need`` in a box, exactly: l2 ``clip(s g)`` and linf ``clip(s sign g)``
+   with s on the segment of a sorted list of breakpoints where the need is met, l1 pixels in
+   order of ``|g|`` moved to their bound), the search moves to a mix of the two, and steps
+   back towards x0 after each adversarial point; the best is shrunk along the segment from x0.
+   If that finds nothing, `attack.find_counterexample` on the target network (below) in l-inf
+   boxes of growing radius around x0 (`FALLBACK_RADII`) gives a start.
 2. The region every better image lies in (`region_bounds`): ``R = {x in [0,1]^n : ||x - x0|| <=
-   d'}``, with ``d' = d (1 - OPTIMAL_RELATIVE)`` for the attack's distance d (l0: ``d - 1``
+   d'}``, with ``d' = d (1 - REGION_SHRINK)`` for the attack's distance d (l0: ``d - 1``
    pixels; only strictly better images matter). Bounds of every neuron over R: for a linear
    function ``a x + c`` its exact minimum over R (`region_minimum`: box corners for linf; a
    fractional knapsack for l1; for l2 ``delta = clip(-s a)``, the KKT point, with ``s`` where
    ``|delta|^2`` reaches ``d'`` (piecewise quadratic in ``s`` between the pixels' breakpoints:
-   sorted, solved on one segment); the ``d - 1`` best single-pixel moves for l0). Layer 0 gets that; deeper
-   layers and the target's margins get CROWN's linear bounds (computed with R's bounds of the
-   layers below) minimised over R. Most ReLUs become stable and get no binary. If a margin's
+   sorted, solved on one segment); the ``d - 1`` best single-pixel moves for l0). Layer 0 gets
+   that; deeper layers and the target's margins get CROWN's linear bounds (computed with R's
+   bounds of the layers below) minimised over R. Most ReLUs become stable and get no binary. If a margin's
    upper bound over R is below `MARGIN`, nothing in R reaches the target: the attack's image
    is optimal (method ``attack+bounds``).
 3. The exact answer, with the attack's distance as the cut-off:
-   - l0, l1, l2: the MIP (`mip.min_distance`: the encoding with R's bounds over R's box, in
+   - every norm: the MIP (`mip.min_distance`: the encoding with R's bounds over R's box, in
      displacement columns, the distance as objective, the target rows). The solver is chosen
      per norm by `solvers.choose_solver` (l2 is a MIQP, which HiGHS cannot solve: SCIP or
      CPLEX if the model fits its Community Edition; a convex QP once no binary is left, which
      HiGHS solves too) and reported.
-   - linf: bisection on the radius with the `Verifier` on the target network ``N_t`` until the
-     gap is `LINF_BISECTION_GAP`, then the MIP in the window left (``lower <= r``). The Verifier
-     decides "every x in the box keeps class c", a conjunction of margins that one point
-     breaks; "some x makes t win" is a conjunction at one point. So ``N_t`` has one output
+   - linf, with ``linf_method="bisection"``: first bisection on the radius with the `Verifier`
+     on the target network ``N_t`` until the gap is `LINF_BISECTION_GAP`, then the MIP in the
+     window left (``lower <= r``); slower than the MIP alone on the shipped nets (see
+     `LINF_METHODS`), so not the default. The Verifier decides "every x in the box keeps
+     class c", a conjunction of margins that one point breaks; "some x makes t win" is a
+     conjunction at one point. So ``N_t`` has one output
      ``h(x) - MARGIN``, class 1 iff it is > 0 (a sigmoid net; `target_network`): f's layers
      with ``C_t`` composed into the last map, then a tree of ReLU layers taking minima of
      pairs, ``min(a, b) = a - relu(a - b)``, ``a`` carried through as ``relu(a + M) - M`` with
@@ -86,8 +90,8 @@ FAB_ALPHA_MAX = 0.1           # FAB's largest weight of the step from x0
 FAB_ETA = 1.05                # overshoot of each projection
 FAB_BACK = 0.9                # after a point with class t: back towards x0 by this factor
 ATTACK_SEED = 0
+FALLBACK_RADII = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)   # l-inf boxes of the fallback attack, tried in turn
 SHRINK_POINTS = 64            # points on the segment x0 -> best image tried at the end of the attack
-BISECTION_STEPS = 60          # bisection steps of the closed-form steps (on a multiplier or a radius)
 TREE_SLACK = 1e-3             # the carried value's shift M is CROWN's bound plus this share of the bounds' size
 
 
@@ -280,11 +284,13 @@ def attack_target(net: Network, x0: np.ndarray, t: int, norm: str, margin: float
         x = _greedy_l0(net, x0, C, margin)
     else:
         x = _boundary_search(net, x0, C, norm, margin, _starts(x0, rng))
-        if x is None:
-            found = attack.find_counterexample(target_net or target_network(net, t, margin), np.zeros_like(x0),
-                                               np.ones_like(x0), 0)
-            if found.found:
-                x = _boundary_search(net, x0, C, norm, margin, found.x[None])
+        if x is None:                 # a targeted l-inf attack in growing boxes around x0 gives a start
+            target = target_net or target_network(net, t, margin)
+            for r in FALLBACK_RADII:
+                found = attack.find_counterexample(target, np.clip(x0 - r, 0.0, 1.0), np.clip(x0 + r, 0.0, 1.0), 0)
+                if found.found:
+                    x = _boundary_search(net, x0, C, norm, margin, found.x[None])
+                    break
     if x is None or worst_margin(net, x, C)[0][0] < margin or not is_adversarial(net, x, t):
         return None
     return x
@@ -493,11 +499,14 @@ def _solve_mip(q: _Target, solver: str, threads: int, bounds: Bounds, region: fl
 
     lo, hi = (np.zeros_like(q.x0), np.ones_like(q.x0)) if not np.isfinite(region) else region_box(q.x0, q.norm,
                                                                                                    region)
-    linear_limit = region if q.norm != "l2" and np.isfinite(region) else None
+    # the distance bounded by a row too for l1 and linf (HiGHS prunes with nothing else); for l0 that row slowed
+    # both SCIP and HiGHS down (twoclass test image 18: 19.6 s against 8.5 s, and 5.8 s against 1.8 s)
+    linear_limit = region if q.norm in ("l1", "linf") and np.isfinite(region) else None
     solve = min_distance(q.net, q.x0, lo, hi, bounds, q.norm, q.net.spec_matrix(q.t), q.margin, solver=solver,
                          time_limit=q.remaining(), threads=threads,
                          cutoff=q.cutoff if np.isfinite(q.cutoff) else None, limit=linear_limit,
-                         lower=q.lower if q.norm == "linf" and q.lower > 0 else None, mip_gap=MIP_GAP, abs_gap=0.0)
+                         lower=q.lower if q.norm == "linf" and q.lower > 0 else None, mip_gap=MIP_GAP, abs_gap=0.0,
+                         active_columns=True)
     result = solve.result
     q.solver = f"{solve.solver} ({solve.reason})"
     q.stages.update(mip_seconds=result.seconds, mip_nodes=int(result.nodes or 0), mip_status=result.status,

@@ -77,6 +77,8 @@ class LayerEncoding:
     d_cols: np.ndarray         # their binary columns
     n_active: int
     n_inactive: int
+    kept: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))   # active neurons with a column
+    kept_cols: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))   # (``active_columns``)
 
 
 @dataclass
@@ -238,11 +240,15 @@ def _layer_box(bounds: Bounds, k: int) -> tuple[np.ndarray, np.ndarray]:
     return lower, upper
 
 
-def encode_network(net: Network, lo, hi, bounds: Bounds | None = None) -> MIPModel:
+def encode_network(net: Network, lo, hi, bounds: Bounds | None = None, active_columns: bool = False) -> MIPModel:
     """Return the MIP encoding (see the module docstring) of ``net`` over the box ``[lo, hi]``.
 
     ``bounds`` are pre-activation bounds valid over the box (default: interval bounds);
-    the objective is zero.
+    the objective is zero. With ``active_columns``, a stable active neuron of a hidden layer that
+    feeds another one gets a column ``y in [l, u]`` with the row ``y = z`` (after all other rows)
+    instead of ``z`` substituted into the next layer: on a dense first layer each substitution
+    copies a row over every pixel into every row of the next layer (multiclass min L0: 18,652
+    nonzeros with interval bounds, 32,739 with tighter bounds that settle one neuron active).
     """
     n_in = net.n_inputs
     lo = np.broadcast_to(np.asarray(lo, dtype=np.float64).reshape(-1), (n_in,)).copy()
@@ -265,6 +271,7 @@ def encode_network(net: Network, lo, hi, bounds: Bounds | None = None) -> MIPMod
 
     lb_parts, ub_parts, int_parts = [lo[input_pixels]], [hi[input_pixels]], [np.zeros(n_x, dtype=bool)]
     row_blocks, row_lo_parts, row_hi_parts = [], [], []
+    active_blocks, active_rhs = [], []
     n_cols = n_x
     layers = []
     for k, affine in enumerate(net.hidden):
@@ -278,7 +285,9 @@ def encode_network(net: Network, lo, hi, bounds: Bounds | None = None) -> MIPMod
         n_u = unstable.size
         y_cols = n_cols + np.arange(n_u)
         d_cols = n_cols + n_u + np.arange(n_u)
-        n_new = n_cols + 2 * n_u
+        kept = np.flatnonzero(active) if active_columns and k < len(net.hidden) - 1 else np.zeros(0, dtype=int)
+        a_cols = n_cols + 2 * n_u + np.arange(kept.size)
+        n_new = n_cols + 2 * n_u + kept.size
         lu, uu, pu = l[unstable], u[unstable], p[unstable]
 
         P_u = sp.csr_matrix(P[unstable], shape=(n_u, n_new))
@@ -292,19 +301,31 @@ def encode_network(net: Network, lo, hi, bounds: Bounds | None = None) -> MIPMod
         lb_parts += [np.zeros(n_u), np.zeros(n_u)]
         ub_parts += [uu, np.ones(n_u)]
         int_parts += [np.zeros(n_u, dtype=bool), np.ones(n_u, dtype=bool)]
+        if kept.size:                                                 # y = z for the active neurons kept
+            I_a = sp.csr_matrix((np.ones(kept.size), (np.arange(kept.size), a_cols)), shape=(kept.size, n_new))
+            active_blocks.append(I_a - sp.csr_matrix(P[kept], shape=(kept.size, n_new)))
+            active_rhs.append(p[kept])
+            lb_parts.append(l[kept])
+            ub_parts.append(u[kept])
+            int_parts.append(np.zeros(kept.size, dtype=bool))
 
-        keep_active = sp.diags(active.astype(np.float64))
-        select_y = sp.csr_matrix((np.ones(n_u), (unstable, y_cols)), shape=(W.shape[0], n_new))
+        keep_active = sp.diags((active & ~np.isin(np.arange(W.shape[0]), kept)).astype(np.float64))
+        select_y = sp.csr_matrix((np.ones(n_u + kept.size), (np.concatenate([unstable, kept]),
+                                                             np.concatenate([y_cols, a_cols]))),
+                                 shape=(W.shape[0], n_new))
         E = (keep_active @ sp.csr_matrix(P, shape=(W.shape[0], n_new)) + select_y).tocsr()
-        e = np.where(active, p, 0.0)
+        e = np.where(active & ~np.isin(np.arange(W.shape[0]), kept), p, 0.0)
         layers.append(LayerEncoding(l.copy(), u.copy(), unstable, y_cols, d_cols,
-                                    int(active.sum()), int(inactive.sum())))
+                                    int(active.sum()), int(inactive.sum()), kept, a_cols))
         n_cols = n_new
 
     W_last = _csr(net.affines[-1].W)
     logit_matrix = (W_last @ E).tocsr()
     logit_offset = W_last @ e + net.affines[-1].b
 
+    row_blocks += active_blocks
+    row_lo_parts += active_rhs
+    row_hi_parts += active_rhs
     A = sp.vstack([sp.csr_matrix(B, shape=(B.shape[0], n_cols)) for B in row_blocks], format="csr") \
         if row_blocks else sp.csr_matrix((0, n_cols))
     A.eliminate_zeros()

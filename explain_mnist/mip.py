@@ -273,18 +273,19 @@ def min_distance(net: Network, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, b
                  C: np.ndarray, margin: float, solver: str = "auto", time_limit: float | None = None,
                  threads: int = 1, cutoff: float | None = None, limit: float | None = None,
                  lower: float | None = None, mip_gap: float | None = None,
-                 abs_gap: float | None = None) -> DistanceSolve:
+                 abs_gap: float | None = None, active_columns: bool = False) -> DistanceSolve:
     """Return the `DistanceSolve` of ``min ||x - x0||_norm`` over ``[lo, hi]`` with ``C @ logits(x) >= margin``.
 
     ``bounds`` hold on the part of the box the answer can lie in (see `encoding.encode_network`);
     ``cutoff``: only images strictly closer are wanted; ``limit`` / ``lower``: the distance bounds
     of `encoding.add_distance`. The image returned is ``x0 + delta`` clipped to the box, with the
-    pixels whose l0 indicator is off set back to ``x0``; the caller checks its class.
+    pixels whose l0 indicator is off set back to ``x0``; the caller checks its class. ``active_columns``:
+    see `encoding.encode_network`.
     """
     x0 = np.asarray(x0, dtype=np.float64)
     used = np.asarray(abs(sp.csr_matrix(net.affines[0].W)).sum(axis=0)).ravel() > 0
     lo, hi = np.where(used, lo, x0), np.where(used, hi, x0)     # a pixel no neuron sees never changes
-    model = encode_network(shifted_network(net, x0), lo - x0, hi - x0, bounds)
+    model = encode_network(shifted_network(net, x0), lo - x0, hi - x0, bounds, active_columns=active_columns)
     indicators = model.n_cols
     add_distance(model, norm, limit=limit, lower=lower)
     add_target(model, C, margin)

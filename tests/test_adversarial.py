@@ -444,6 +444,28 @@ def test_closest_step_meets_the_linear_need_with_the_least_change(norm):
         assert adv.norm_of(d[None], norm)[0] == pytest.approx(best, rel=1e-7)
 
 
+def test_active_columns_encode_the_forward_pass():
+    """With a column per kept active neuron, every input's exact activations satisfy the model and give its logits."""
+    from explain_mnist.bounds import crown_bounds
+    from explain_mnist.encoding import encode_network
+
+    net, x0 = deep_net(11)
+    lo, hi = np.clip(x0 - 0.1, 0, 1), np.clip(x0 + 0.1, 0, 1)
+    model = encode_network(net, lo, hi, crown_bounds(net, lo, hi), active_columns=True)
+    assert sum(layer.kept.size for layer in model.layers) > 0
+    rng = np.random.default_rng(3)
+    for x in lo + rng.uniform(size=(200, x0.size)) * (hi - lo):
+        _, pre = net.forward(x, return_preactivations=True)
+        v = np.zeros(model.n_cols)
+        v[model.input_cols] = x[model.input_pixels]
+        for layer, z in zip(model.layers, pre):
+            v[layer.y_cols] = np.maximum(z[layer.unstable], 0)
+            v[layer.d_cols] = z[layer.unstable] > 0
+            v[layer.kept_cols] = z[layer.kept]
+        assert model.violation(v) < 1e-9
+        assert np.allclose(model.logits(v), net.forward(x), atol=1e-9)
+
+
 # ----------------------------------------------------------------------------- the shipped models
 
 def test_shipped_twoclass_l0_is_proved_and_changes_the_class(twoclass_net, test_set):
