@@ -76,6 +76,8 @@ def neuron_bound(net: Network, lo: np.ndarray, hi: np.ndarray, lower: list, uppe
         return root_bound if np.isfinite(root_bound) else -np.inf, 0
     outcome = bab.branch_and_bound(sub, lo, hi, 1, deadline=deadline, node_limit=node_limit, root=root,
                                    counterexamples=False)
+    if outcome.stopped_by == "interrupt":   # Ctrl-C stops the whole refinement, not one neuron's search
+        raise KeyboardInterrupt
     return max(outcome.lower_bound, root_bound), outcome.nodes
 
 

@@ -369,9 +369,7 @@ def test_verify_help_shows_each_default_once():
     assert ".png, .pdf or .svg" in text and "- writes it to standard output" in text
 
 
-STUBS = {"min_adv_card.py": ["--target", "--model", "--json"],
-         "min_adv_sum.py": ["--norm", "{l2,l1,linf}", "--target"],
-         "min_explanation.py": ["--epsilon", "--order", "--smallest", "--indices", "--jobs", "--out-dir",
+STUBS = {"min_explanation.py": ["--epsilon", "--order", "--smallest", "--indices", "--jobs", "--out-dir",
                                 "--dask-scheduler"],
          "binary.py": ["train", "check", "verify", "minflips"]}
 
