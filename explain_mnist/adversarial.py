@@ -511,6 +511,13 @@ def _solve_mip(q: _Target, solver: str, threads: int, bounds: Bounds, region: fl
     q.solver = f"{solve.solver} ({solve.reason})"
     q.stages.update(mip_seconds=result.seconds, mip_nodes=int(result.nodes or 0), mip_status=result.status,
                     mip_model=solve.model_size)
+    if solve.x is not None and result.objective is not None and q.norm != "l0":
+        # the solver's distance may sit below the image's by its feasibility tolerance: the image scaled
+        # towards x0 to the solver's distance, if it keeps class t, makes the two agree
+        scale = result.objective / max(distance(solve.x, q.x0, q.norm), 1e-300)
+        scale = np.sqrt(scale) if q.norm == "l2" else scale
+        if scale < 1:
+            q.offer(q.x0 + scale * (solve.x - q.x0), "mip_scaled")
     if solve.x is not None and not q.offer(solve.x, "mip") and not is_adversarial(q.net, solve.x, q.t):
         q.message = f"the MIP's image (distance {result.objective:.6g}) is not class {q.t} by the forward pass"
         return "error"
