@@ -212,13 +212,14 @@ class Verifier:
     def _verdict(self, q: _Query, verdict: str, method: str, **fields) -> Verdict:
         """Return a `Verdict` with the query's proven lower bound and stages, in the network's logit units."""
         tolerance = fields.pop("tolerance", 0.0)
-        return Verdict(verdict, method=method, lower_bound=q.lower / self.logit_scale, stages=q.stages,
+        # the bound less the rounding allowance: a bound computed in floating point may exceed the true one by that
+        return Verdict(verdict, method=method, lower_bound=(q.lower - q.tolerance) / self.logit_scale, stages=q.stages,
                        tolerance=tolerance / self.logit_scale, **fields)
 
     def _unknown(self, q: _Query, method: str, why: str, interrupted: bool = False) -> Verdict:
         return self._verdict(q, "unknown", method, interrupted=interrupted,
                              message=f"{why} after {q.nodes} nodes; best proven lower bound of the margin "
-                                     f"{q.lower / self.logit_scale:.4g}")
+                                     f"{(q.lower - q.tolerance) / self.logit_scale:.4g}")
 
     def _found(self, q: _Query, x: np.ndarray, method: str) -> Verdict | None:
         """Return the not_robust `Verdict` of ``x`` if it is a counterexample of the query, else None."""
