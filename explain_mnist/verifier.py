@@ -23,7 +23,7 @@ Order of work, cheapest first:
    what follows;
 3. branch-and-bound over ReLU phases (``"bab"``, see `bab.py`) from those root
    bounds (every node inherits them, and so does the node LP's big-M). An
-   LP-tightened root (`bounds.lp_tighten`) was tried here too: on 256x4 mnistfc
+   LP-tightened root (`lp_bounds.lp_tighten`) was tried here too: on 256x4 mnistfc
    it was no tighter than alpha-CROWN's (one neuron in 160) and cost 15-20 s
    against 0.4 s, so it is not used. On nets with two or more hidden layers this
    first search is a probe of at most `PROBE_NODES` nodes and `PROBE_SHARE` of a
