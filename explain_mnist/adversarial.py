@@ -754,23 +754,10 @@ def to_row(r: TargetResult) -> dict:
 
 
 def save_outputs(args, result: dict) -> None:
-    """Write the JSON result and (unless --no-figure) the figure drawn from it; sets ``wall_seconds``."""
-    from explain_mnist.cli import wall_seconds
-    from explain_mnist.errors import UserError
-    from explain_mnist.results import to_jsonable, write_json
+    """Write the scripts' JSON result and (unless --no-figure) its figure (`cli.save_outputs`)."""
+    from explain_mnist.cli import save_outputs as write_outputs
 
-    result["wall_seconds"] = round(wall_seconds(), 2)
-    plain = to_jsonable(result)
-    flag, path = "--json", args.json
-    try:
-        if args.json:
-            write_json(args.json, plain)
-        if args.figure and not args.no_figure:
-            from explain_mnist.plots import adversarial_figure, save_figure
-            flag, path = "--figure", args.figure
-            save_figure(adversarial_figure(plain), args.figure)
-    except OSError as exc:
-        raise UserError(f"{flag} {path}: cannot write the result ({exc.strerror or exc})") from None
+    write_outputs(args, result, "adversarial_figure")
 
 
 OBJECTIVE_WORDS = {"l0": "changed pixels", "l1": "sum |d|", "l2": "sum d^2", "linf": "max |d|"}

@@ -241,3 +241,25 @@ def run(main) -> None:
               f"{DEBUG_ENV}=1 for the traceback", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     sys.exit(code or 0)
+
+
+def save_outputs(args, result: dict, figure: str | None = None) -> None:
+    """Write a script's JSON result and (unless --no-figure) the figure ``plots.<figure>(plain_result)`` draws.
+
+    Sets ``result["wall_seconds"]``: the seconds since the process started, imports included.
+    """
+    from explain_mnist.results import to_jsonable, write_json
+
+    result["wall_seconds"] = round(wall_seconds(), 2)
+    plain = to_jsonable(result)
+    flag, path = "--json", args.json
+    try:
+        if args.json:
+            write_json(args.json, plain)
+        if figure is not None and args.figure and not args.no_figure:
+            from explain_mnist import plots   # matplotlib only when a figure is drawn
+            flag, path = "--figure", args.figure
+            plots.save_figure(getattr(plots, figure)(plain), args.figure)
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot write the result ({exc.strerror or exc})") from None
+

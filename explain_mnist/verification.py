@@ -97,22 +97,7 @@ def run_verify(args, progress=None) -> dict:
 
 
 def save_outputs(args, result: dict, figure: bool = True) -> None:
-    """Write the JSON result and (if ``figure``, unless --no-figure) the figure drawn from it.
+    """Write verify.py's JSON result and (if ``figure``, unless --no-figure) its figure (`cli.save_outputs`)."""
+    from explain_mnist.cli import save_outputs as write_outputs
 
-    Sets ``result["wall_seconds"]``: the seconds since the process started, imports included.
-    """
-    from explain_mnist.cli import wall_seconds
-    from explain_mnist.results import to_jsonable, write_json
-
-    result["wall_seconds"] = round(wall_seconds(), 2)
-    plain = to_jsonable(result)
-    flag, path = "--json", args.json
-    try:
-        if args.json:
-            write_json(args.json, plain)
-        if figure and args.figure and not args.no_figure:
-            from explain_mnist.plots import save_figure, verify_figure
-            flag, path = "--figure", args.figure
-            save_figure(verify_figure(plain), args.figure)
-    except OSError as exc:
-        raise UserError(f"{flag} {path}: cannot write the result ({exc.strerror or exc})") from None
+    write_outputs(args, result, "verify_figure" if figure else None)
