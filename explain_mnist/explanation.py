@@ -1,0 +1,437 @@
+"""Formal explanations: a minimal set of pixels that forces a network's prediction, each kept pixel with a witness.
+
+Problem. For a `Network`, an image ``x0`` predicted ``c`` and a per-pixel range ``[lo_p, hi_p]`` (all of
+[0, 1], or ``[x0_p - eps, x0_p + eps]`` clipped to [0, 1] with an epsilon), a pixel set ``E`` is *sufficient*
+when every image that equals ``x0`` on ``E`` and lies in the ranges elsewhere keeps class ``c`` (ties count as a
+change: the `Verifier`'s margin). Write ``F`` for the free pixels (the complement of ``E``) and ``box(F)`` for that
+set of images: ``E`` is sufficient iff the `Verifier` proves ``box(F)`` robust. ``E`` is *subset-minimal* when
+for every ``p`` in ``E`` some image of ``box(F + p)`` changes the class: its *witness*, which differs from ``x0``
+only in ``p`` and pixels outside ``E``. ``E`` is *cardinality-minimal* when no sufficient set is smaller.
+
+Subset-minimal search (`subset_minimal`), deletion over the pixels in an order (``"sensitivity"``: the pixels
+whose change alone lowers the margin least come first, i.e. are freed first; ``"index"``: 0..n-1). ``F`` starts
+empty and only grows; every pixel is freed, kept (with a witness) or, after a time limit, left undecided (kept in
+``E``: still sufficient, not proven minimal). Because ``F`` only grows, a counterexample found in
+``box(F' + p)`` with ``F'`` a subset of the current ``F`` stays a witness for ``p`` to the end. The loop:
+
+1. Take the next ``k`` undecided pixels ``S`` (a chunk) and ask the verifier about ``box(F + S)``.
+   Robust: free them all, double ``k``. Not robust: the counterexample ``x`` is *shrunk* (`shrink`): pixels of
+   ``S`` are put back to ``x0`` one at a time, least sensitive first, while the image still changes the class.
+   If one pixel ``p`` of ``S`` is left, ``x`` is a witness for ``p``: kept. Then ``k`` is halved; at ``k = 1`` a
+   counterexample always shrinks to the one pixel (``box(F)`` is robust), so the loop always progresses (the
+   binary search of VeriX+ over the ordered sequence, with the answer often read off the counterexample).
+2. After every counterexample, if ``F`` has grown since the last time, one *batched attack*
+   (`attack.attack_many`, seeded with the latest counterexamples) over ``box(F + p)`` for every undecided ``p``:
+   each one it breaks is kept with that witness, no verifier call needed. Most kept pixels are settled so; the
+   verifier's calls go mostly to the robust chunks, which free many pixels each.
+3. Per-query budgets: a chunk that the verifier cannot decide within ``query_seconds`` is split; a single pixel
+   that it cannot decide is *deferred* and retried at the end with the time left (no limit without
+   ``time_limit``), when ``F`` is largest and counterexamples easiest to find. A time limit (`time_limit`) leaves
+   the pixels not yet decided in ``E`` with status ``time_limit``: nothing is silently given up.
+
+Cardinality-minimal search (`smallest`, implicit hitting sets): every counterexample ``x`` (in the ranges,
+class other than ``c``) with changed pixels ``D`` must be hit by any sufficient set (else ``x`` agrees with ``x0``
+on it). A minimum hitting set ``H`` of the sets found so far (PySAT's RC2 MaxSAT solver: a hard clause per set,
+a soft unit clause ``not p`` per pixel) has size ``|H|``, a lower bound on every explanation. Ask the verifier
+about ``box(complement of H)``: robust means ``H`` is a smallest explanation; a counterexample is shrunk
+(over every changed pixel) to a smaller set ``D`` and added. The sets start from the subset-minimal run's
+witnesses (each shrunk), whose explanation is also the first upper bound. On a time limit: the best explanation
+known and the proven lower bound.
+
+Every witness is checked here by the forward pass (class other than ``c``, within the ranges, equal to ``x0`` on
+``E`` but for its pixel); the script re-checks them with the model's own framework (`models.reference_classes`).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from explain_mnist import attack
+from explain_mnist.network import Network
+from explain_mnist.verifier import Verifier
+
+FIRST_CHUNK = 32            # pixels in the first chunk query
+MAX_CHUNK = 512
+QUERY_SECONDS = 1.0         # a verifier query's budget in the main pass (chunks split, single pixels deferred)
+FINAL_NODES = 20_000        # the final pass's verifier: branch-and-bound nodes before its MIP (no time limit)
+WITNESS_RELATIVE = 1e-7     # a witness's smallest margin must be below -this times the image's margin scale
+BATCH_ATTACK = dict(restarts=0, steps=8, targets_per_start=1)   # the batched attack's descent budget
+FINAL_ATTACK = dict(restarts=4, steps=30)                         # ... before the final pass
+BATCH_SEEDS = 16            # latest counterexamples seeding the batched attack
+
+
+@dataclass
+class Explanation:
+    """A formal explanation of one image (see the module docstring); pixels row-major, 0..n-1."""
+
+    predicted: int
+    epsilon: float | None
+    order: str
+    explanation: list
+    size: int
+    status: str                 # "minimal", "cardinality_minimal" or "time_limit"
+    lower_bound: int | None     # proven lower bound of any explanation's size (--smallest), else None
+    witness_pixels: list        # the pixels of the explanation that have a witness (all, unless time_limit)
+    witnesses: np.ndarray       # (len(witness_pixels), n): row i is the witness of witness_pixels[i]
+    undecided: list             # pixels left in the explanation by a time limit (no witness)
+    oracle_calls: int
+    decided_by: dict            # verifier calls by the method that decided them ("unknown": undecided)
+    pixels_by: dict             # how each pixel was settled (freed by a chunk, kept by a query / a batched attack)
+    batch_attacks: int
+    seconds: float
+    hitting_sets: int = 0       # --smallest: counterexample sets collected
+    subset_size: int | None = None   # --smallest: the size of the subset-minimal explanation it started from
+    message: str = ""
+
+
+def pixel_ranges(x0: np.ndarray, epsilon: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Return the range ``(lo, hi)`` a free pixel takes: [0, 1], or the epsilon ball around ``x0`` within it."""
+    x0 = np.asarray(x0, dtype=np.float64)
+    if epsilon is None:
+        return np.zeros_like(x0), np.ones_like(x0)
+    return np.clip(x0 - epsilon, 0.0, 1.0), np.clip(x0 + epsilon, 0.0, 1.0)
+
+
+def sensitivity_order(net: Network, x0: np.ndarray, c: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Return the pixels, least sensitive first: by the smallest margin with that pixel alone at ``lo`` or ``hi``.
+
+    Ties (pixels whose change alone does nothing) by ``|gradient| * range width``, smallest first.
+    """
+    n = x0.size
+    X = np.repeat(x0[None], 2 * n, axis=0)
+    idx = np.arange(n)
+    X[idx, idx] = lo
+    X[n + idx, idx] = hi
+    worst = net.margins(X, c).min(axis=1)
+    score = np.minimum(worst[:n], worst[n:])
+    grad = attack.margin_gradients(net, x0[None], net.spec_matrix(c))[0]
+    reach = (np.abs(grad) * (hi - lo)).max(axis=0)
+    return np.lexsort((reach, -score))
+
+
+def image_scale(net: Network, x0: np.ndarray, c: int) -> float:
+    """Return the scale of the image's margins (the largest |margin| at ``x0``, at least 1e-12)."""
+    return max(float(np.abs(net.margins(x0, c)).max()), 1e-12)
+
+
+def changes_class(net: Network, x: np.ndarray, c: int, slack: float) -> bool:
+    """Return True iff the forward pass classifies ``x`` other than ``c`` with its smallest margin below ``-slack``."""
+    return bool(net.predict(x) != c and net.margins(x, c).min() < -slack)
+
+
+def shrink(net: Network, x: np.ndarray, x0: np.ndarray, c: int, candidates, slack: float) -> tuple[np.ndarray, list]:
+    """Return ``(x', D)``: ``x`` with pixels of ``candidates`` put back to ``x0`` in turn while it still changes
+    the class, and ``D`` the candidates still changed (in the order given)."""
+    x = np.array(x, dtype=np.float64)
+    kept = []
+    for p in candidates:
+        if x[p] == x0[p]:
+            continue
+        old = x[p]
+        x[p] = x0[p]
+        if not changes_class(net, x, c, slack):
+            x[p] = old
+            kept.append(int(p))
+    return x, kept
+
+
+class _Search:
+    """State of one explanation search: free pixels, kept pixels with witnesses, counts, the clock."""
+
+    def __init__(self, net: Network, x0: np.ndarray, c: int, epsilon: float | None, order: str,
+                 verifier: Verifier, time_limit: float | None, query_seconds: float):
+        self.net, self.x0, self.c, self.epsilon = net, np.asarray(x0, dtype=np.float64), c, epsilon
+        self.n = self.x0.size
+        self.lo, self.hi = pixel_ranges(self.x0, epsilon)
+        self.verifier = verifier
+        self.decisive = Verifier(verifier.net, node_limit=FINAL_NODES, solver=verifier.solver, threads=verifier.threads)
+        self.decisive.seeds = verifier.seeds      # one memory of counterexamples (both update it in place)
+        self.start = time.perf_counter()
+        self.deadline = None if time_limit is None else self.start + time_limit
+        self.query_seconds = query_seconds
+        self.slack = WITNESS_RELATIVE * image_scale(net, self.x0, c)
+        if order == "sensitivity":
+            self.order = sensitivity_order(net, self.x0, c, self.lo, self.hi)
+        elif order == "index":
+            self.order = np.arange(self.n)
+        else:
+            raise ValueError(f"unknown order {order!r}; supported: sensitivity, index")
+        self.rank = np.empty(self.n, dtype=int)
+        self.rank[self.order] = np.arange(self.n)
+        self.free = np.zeros(self.n, dtype=bool)
+        self.fixed_pixels = self.lo == self.hi     # nothing to free: such a pixel is never in an explanation
+        self.free[self.fixed_pixels] = True
+        self.witness: dict[int, np.ndarray] = {}
+        self.calls = 0
+        self.decided_by: dict[str, int] = {}
+        self.pixels_by = {"freed_by_chunk": 0, "kept_by_query": 0, "kept_by_batch_attack": 0,
+                          "no_range": int(self.fixed_pixels.sum())}
+        self.batch_attacks = 0
+        self.seeds: list[np.ndarray] = []
+        self.attacked_at = -1          # free pixels when the last batched attack ran
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.perf_counter()
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.perf_counter() >= self.deadline
+
+    def box(self, free: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return the box of images equal to ``x0`` outside ``free`` and in range on it."""
+        return np.where(free, self.lo, self.x0), np.where(free, self.hi, self.x0)
+
+    def query(self, pixels, budget: float | None, decisive: bool = False):
+        """Return the verifier's `Verdict` on ``box(F + pixels)`` within ``budget`` seconds (and the time left);
+        ``decisive``: the verifier that goes to the MIP after `FINAL_NODES` nodes."""
+        trial = self.free.copy()
+        trial[list(pixels)] = True
+        left = self.remaining()
+        if left is not None:
+            budget = left if budget is None else min(budget, left)
+        verifier = self.decisive if decisive else self.verifier
+        verdict = verifier.verify(*self.box(trial), self.c, time_limit=None if budget is None
+                                       else max(budget, 0.01))
+        self.calls += 1
+        key = verdict.method if verdict.verdict != "unknown" else "unknown"
+        self.decided_by[key] = self.decided_by.get(key, 0) + 1
+        if verdict.verdict == "not_robust":
+            self.remember(verdict.counterexample)
+        return verdict
+
+    def remember(self, x: np.ndarray) -> None:
+        self.seeds.append(np.asarray(x, dtype=np.float64))
+        del self.seeds[:-BATCH_SEEDS]
+
+    def keep(self, p: int, x: np.ndarray, how: str) -> None:
+        """Keep pixel ``p`` with witness ``x`` (checked: in box(F + p), class changed)."""
+        allowed = self.free.copy()
+        allowed[p] = True
+        lo, hi = self.box(allowed)
+        if not (np.all(x >= lo) and np.all(x <= hi) and changes_class(self.net, x, self.c, self.slack)):
+            raise AssertionError(f"internal error: not a witness for pixel {p}")
+        self.witness[int(p)] = np.array(x, dtype=np.float64)
+        self.pixels_by[how] += 1
+
+    def batch_attack(self, pending: list, budget: dict = BATCH_ATTACK) -> set:
+        """Return the pending pixels a batched attack over every ``box(F + p)`` breaks (each kept with its witness)."""
+        self.attacked_at = int(self.free.sum())
+        if not pending:
+            return set()
+        self.batch_attacks += 1
+        P = np.asarray(pending)
+        lo, hi = self.box(self.free)
+        LO, HI = np.repeat(lo[None], P.size, axis=0), np.repeat(hi[None], P.size, axis=0)
+        LO[np.arange(P.size), P] = self.lo[P]
+        HI[np.arange(P.size), P] = self.hi[P]
+        seeds = np.array(self.seeds[::-1]) if self.seeds else None
+        results = attack.attack_many(self.net, LO, HI, self.c, seeds=seeds, margin=self.slack, **budget)
+        broken = set()
+        for p, r in zip(P, results):
+            if r.x is not None:
+                self.keep(int(p), r.x, "kept_by_batch_attack")
+                broken.add(int(p))
+        return broken
+
+    def settle_counterexample(self, x: np.ndarray, chunk: list) -> int | None:
+        """Return the pixel of ``chunk`` kept with the shrunk ``x`` as its witness, if ``x`` shrinks to one pixel."""
+        candidates = sorted(chunk, key=lambda p: self.rank[p])
+        x, left = shrink(self.net, x, self.x0, self.c, candidates, self.slack)
+        if len(left) == 1:
+            self.keep(left[0], x, "kept_by_query")
+            return left[0]
+        return None
+
+    def deletion(self, pending: list, budget: float | None) -> list:
+        """Run the chunked deletion over ``pending`` (in order); return the pixels it could not decide."""
+        deferred = []
+        k = FIRST_CHUNK
+        while pending and not self.out_of_time():
+            chunk = pending[:k]
+            verdict = self.query(chunk, budget)
+            if verdict.verdict == "robust":
+                self.free[chunk] = True
+                self.pixels_by["freed_by_chunk"] += len(chunk)
+                pending = pending[len(chunk):]
+                k = min(2 * k, MAX_CHUNK)
+                continue
+            if verdict.verdict == "unknown" and len(chunk) == 1:
+                # a hard single pixel: decide it now (an answer either way helps: a freed pixel, or a
+                # counterexample that seeds the batched attack); only the overall time limit stops it
+                verdict = self.query(chunk, None, decisive=True)
+                if verdict.verdict == "robust":
+                    self.free[chunk] = True
+                    self.pixels_by["freed_by_chunk"] += 1
+                    pending = pending[1:]
+                    continue
+                if verdict.verdict == "unknown":
+                    deferred.append(chunk[0])
+                    pending = pending[1:]
+                    continue
+            if verdict.verdict == "unknown":
+                k = max(1, len(chunk) // 2)
+                continue
+            kept = self.settle_counterexample(verdict.counterexample, chunk)
+            if kept is not None:
+                pending = [p for p in pending if p != kept]
+            if self.free.sum() > self.attacked_at or verdict.method != "attack":
+                broken = self.batch_attack(pending)
+                if broken:
+                    pending = [p for p in pending if p not in broken]
+            k = max(1, len(chunk) // 2)
+        return deferred + pending
+
+    def result(self, undecided: list, status: str | None = None) -> Explanation:
+        """Return the `Explanation` of the current state (the undecided pixels stay in it)."""
+        E = sorted(int(p) for p in np.flatnonzero(~self.free))
+        pixels = sorted(self.witness)
+        W = np.array([self.witness[p] for p in pixels]) if pixels else np.zeros((0, self.n))
+        undecided = sorted(int(p) for p in undecided)
+        if status is None:
+            status = "time_limit" if undecided else "minimal"
+        return Explanation(predicted=self.c, epsilon=self.epsilon, order="", explanation=E, size=len(E),
+                           status=status, lower_bound=None, witness_pixels=pixels, witnesses=W,
+                           undecided=undecided, oracle_calls=self.calls, decided_by=dict(self.decided_by),
+                           pixels_by=dict(self.pixels_by), batch_attacks=self.batch_attacks,
+                           seconds=time.perf_counter() - self.start)
+
+
+def subset_minimal(net: Network, x0: np.ndarray, epsilon: float | None = None, order: str = "sensitivity",
+                   time_limit: float | None = None, query_seconds: float = QUERY_SECONDS,
+                   verifier: Verifier | None = None, solver: str = "auto", threads: int = 1) -> Explanation:
+    """Return a subset-minimal `Explanation` of ``x0`` (status ``time_limit`` if the limit left pixels undecided)."""
+    x0 = np.asarray(x0, dtype=np.float64)
+    c = int(net.predict(x0))
+    verifier = verifier or Verifier(net, solver=solver, threads=threads)
+    search = _Search(net, x0, c, epsilon, order, verifier, time_limit, query_seconds)
+    pending = [int(p) for p in search.order if not search.free[p]]
+    left = search.deletion(pending, query_seconds)
+    if left and not search.out_of_time():
+        # the hard ones, with all the time left (none without a limit); F is at its largest now
+        broken = search.batch_attack(left, FINAL_ATTACK)
+        search.verifier = search.decisive
+        left = search.deletion([p for p in left if p not in broken], None)
+    result = search.result(left)
+    result.order = order
+    return result
+
+
+def check_witnesses(net: Network, x0: np.ndarray, result: Explanation) -> list[str]:
+    """Return the problems of ``result``'s witnesses under the forward pass (empty if every one is valid)."""
+    c = result.predicted
+    lo, hi = pixel_ranges(x0, result.epsilon)
+    E = np.zeros(x0.size, dtype=bool)
+    E[result.explanation] = True
+    problems = []
+    for p, w in zip(result.witness_pixels, result.witnesses):
+        others = E.copy()
+        others[p] = False
+        if np.any(w[others] != x0[others]):
+            problems.append(f"pixel {p}: its witness changes other pixels of the explanation")
+        elif np.any(w < lo) or np.any(w > hi):
+            problems.append(f"pixel {p}: its witness leaves the pixel ranges")
+        elif net.predict(w) == c:
+            problems.append(f"pixel {p}: its witness keeps class {c}")
+    if set(result.witness_pixels) | set(result.undecided) != set(result.explanation):
+        problems.append("some pixel of the explanation has neither a witness nor the status undecided")
+    return problems
+
+
+# ------------------------------------------------------------------------------------- cardinality-minimal
+
+
+def _hitting_set_solver(n: int):
+    """Return an RC2 MaxSAT solver with a soft clause ``not p`` (weight 1) per pixel (variables 1..n)."""
+    from pysat.examples.rc2 import RC2
+    from pysat.formula import WCNF
+
+    wcnf = WCNF()
+    for p in range(n):
+        wcnf.append([-(p + 1)], weight=1)
+    return RC2(wcnf)
+
+
+def smallest(net: Network, x0: np.ndarray, epsilon: float | None = None, order: str = "sensitivity",
+             time_limit: float | None = None, query_seconds: float = QUERY_SECONDS,
+             verifier: Verifier | None = None, solver: str = "auto", threads: int = 1) -> Explanation:
+    """Return a cardinality-minimal `Explanation` (status ``cardinality_minimal``), or on a time limit the best
+    explanation found with ``lower_bound`` the proven lower bound (status ``time_limit``)."""
+    start = time.perf_counter()
+    deadline = None if time_limit is None else start + time_limit
+    x0 = np.asarray(x0, dtype=np.float64)
+    c = int(net.predict(x0))
+    verifier = verifier or Verifier(net, solver=solver, threads=threads)
+    best = subset_minimal(net, x0, epsilon, order, time_limit, query_seconds, verifier)
+    best.subset_size = best.size
+    search = _Search(net, x0, c, epsilon, order, verifier, None if deadline is None else
+                     max(deadline - time.perf_counter(), 0.0), query_seconds)
+    search.calls, search.decided_by = best.oracle_calls, dict(best.decided_by)
+    rc2 = _hitting_set_solver(search.n)
+    sets: set[tuple] = set()
+
+    def add(x: np.ndarray) -> None:
+        changed = sorted(np.flatnonzero(x != x0), key=lambda p: search.rank[p])
+        _, D = shrink(net, x, x0, c, changed, search.slack)
+        key = tuple(sorted(D))
+        if key and key not in sets:
+            sets.add(key)
+            rc2.add_clause([p + 1 for p in key])
+
+    for w in best.witnesses:
+        add(w)
+    lower = 0
+    status = "time_limit"
+    try:
+        while not search.out_of_time():
+            model = rc2.compute()
+            if model is None:       # cannot happen: the full pixel set hits every set
+                break
+            H = [v - 1 for v in model if v > 0]
+            lower = max(lower, len(H))
+            if len(H) >= best.size and best.status != "time_limit":
+                status = "cardinality_minimal"
+                break
+            free = np.ones(search.n, dtype=bool)
+            free[H] = False
+            free |= search.fixed_pixels
+            search.free = np.zeros(search.n, dtype=bool)
+            verdict = search.query(np.flatnonzero(free), None)
+            if verdict.verdict == "robust":
+                search.free = free
+                best = _with_witnesses(search, H)
+                status = "cardinality_minimal" if best.status == "minimal" else "time_limit"
+                break
+            if verdict.verdict == "unknown":
+                break
+            add(verdict.counterexample)
+    finally:
+        rc2.delete()
+    best.status = status if best.size <= lower or status == "cardinality_minimal" else "time_limit"
+    if best.status == "cardinality_minimal":
+        lower = best.size
+    best.lower_bound = lower
+    best.hitting_sets = len(sets)
+    best.oracle_calls = search.calls
+    best.decided_by = dict(search.decided_by)
+    best.seconds = time.perf_counter() - start
+    best.order = order
+    return best
+
+
+def _with_witnesses(search: _Search, H: list) -> Explanation:
+    """Return the `Explanation` of the sufficient set ``H`` (``search.free`` its complement) with a witness per
+    pixel: a batched attack, then the verifier for the rest (None if some pixel gets none in the time left)."""
+    search.witness = {}
+    pending = [int(p) for p in H]
+    broken = search.batch_attack(pending)
+    undecided = []
+    for p in pending:
+        if p in broken:
+            continue
+        verdict = search.query([p], search.remaining())
+        if verdict.verdict == "not_robust":
+            search.keep(p, verdict.counterexample, "kept_by_query")
+        else:
+            undecided.append(p)
+    return search.result(undecided)
