@@ -10,7 +10,7 @@ only in ``p`` and pixels outside ``E``. ``E`` is *cardinality-minimal* when no s
 
 Subset-minimal search (`subset_minimal`), deletion over the pixels in an order (``"sensitivity"``: the pixels
 whose change alone lowers the margin least come first, i.e. are freed first; ``"index"``: 0..n-1). ``F`` starts
-empty and only grows; every pixel is freed, kept (with a witness) or, after a time limit, left undecided (kept in
+empty (first one query with every pixel free: if that is robust, the explanation is empty) and only grows; every pixel is freed, kept (with a witness) or, after a time limit, left undecided (kept in
 ``E``: still sufficient, not proven minimal). Because ``F`` only grows, a counterexample found in
 ``box(F' + p)`` with ``F'`` a subset of the current ``F`` stays a witness for ``p`` to the end. The loop:
 
@@ -306,6 +306,10 @@ def subset_minimal(net: Network, x0: np.ndarray, epsilon: float | None = None, o
     verifier = verifier or Verifier(net, solver=solver, threads=threads)
     search = _Search(net, x0, c, epsilon, order, verifier, time_limit, query_seconds)
     pending = [int(p) for p in search.order if not search.free[p]]
+    if pending and search.query(pending, query_seconds).verdict == "robust":   # nothing needs to stay fixed
+        search.free[pending] = True
+        search.pixels_by["freed_by_chunk"] += len(pending)
+        pending = []
     left = search.deletion(pending, query_seconds)
     if left and not search.out_of_time():
         # the hard ones, with all the time left (none without a limit); F is at its largest now
