@@ -288,13 +288,19 @@ def summary_row(result: dict) -> dict:
             "lower_bound": result["lower_bound"]}
 
 
-def connect_dask(address: str):
-    """Return a dask.distributed Client connected to ``address``, or raise UserError saying what is missing."""
+def require_dask() -> None:
+    """Raise UserError naming the install command if dask.distributed is not installed."""
     try:
-        from dask.distributed import Client
+        import dask.distributed  # noqa: F401
     except ImportError:
         raise UserError(f"--dask-scheduler needs dask.distributed, which is not installed; install it with "
                         f"{DASK_INSTALL}") from None
+
+
+def connect_dask(address: str):
+    """Return a dask.distributed Client connected to ``address``, or raise UserError saying what is wrong."""
+    require_dask()
+    from dask.distributed import Client
     try:
         return Client(address, timeout=DASK_CONNECT_SECONDS)
     except (OSError, TimeoutError, ValueError) as exc:
@@ -319,6 +325,8 @@ def run_batch(args) -> dict:
     from explain_mnist.cli import load_model
     from explain_mnist.data import load_test_set, log
     from explain_mnist.results import check_output, write_json
+    if args.dask_scheduler:
+        require_dask()
     test = load_test_set(args.data, verbose=False)
     indices = parse_indices(args.indices, len(test))
     out_dir = Path(args.out_dir or f"results/explanations_{Path(args.model).stem}")
