@@ -20,7 +20,8 @@ empty (first one query with every pixel free: if that is robust, the explanation
    If one pixel ``p`` of ``S`` is left, ``x`` is a witness for ``p``: kept. Then ``k`` is halved; at ``k = 1`` a
    counterexample always shrinks to the one pixel (``box(F)`` is robust), so the loop always progresses (the
    binary search of VeriX+ over the ordered sequence, with the answer often read off the counterexample).
-2. After every counterexample, if ``F`` has grown since the last time, one *batched attack*
+2. After a counterexample, if ``F`` has grown since the last time (or the counterexample came from
+   branch-and-bound or the MIP, a new seed, and the last batched attack settled something), one *batched attack*
    (`attack.attack_many`, seeded with the latest counterexamples) over ``box(F + p)`` for every undecided ``p``:
    each one it breaks is kept with that witness, no verifier call needed. Most kept pixels are settled so; the
    verifier's calls go mostly to the robust chunks, which free many pixels each.
@@ -59,7 +60,8 @@ FINAL_NODES = 20_000        # the final pass's verifier: branch-and-bound nodes 
 WITNESS_RELATIVE = 1e-7     # a witness's smallest margin must be below -this times the image's margin scale
 BATCH_ATTACK = dict(restarts=0, steps=8, targets_per_start=1)   # the batched attack's descent budget
 FINAL_ATTACK = dict(restarts=4, steps=30)                         # ... before the final pass
-BATCH_SEEDS = 16            # latest counterexamples seeding the batched attack
+BATCH_SEEDS = 4             # latest counterexamples seeding the batched attack
+BATCH_ATTACK_PIXELS = 128   # attack_many runs on at most this many pending pixels (the next in order)
 
 
 @dataclass
@@ -144,6 +146,7 @@ class _Search:
                  verifier: Verifier, time_limit: float | None, query_seconds: float):
         self.net, self.x0, self.c, self.epsilon = net, np.asarray(x0, dtype=np.float64), c, epsilon
         self.n = self.x0.size
+        self.C = net.spec_matrix(c)
         self.lo, self.hi = pixel_ranges(self.x0, epsilon)
         self.verifier = verifier
         self.decisive = Verifier(verifier.net, node_limit=FINAL_NODES, solver=verifier.solver, threads=verifier.threads)
@@ -166,11 +169,12 @@ class _Search:
         self.witness: dict[int, np.ndarray] = {}
         self.calls = 0
         self.decided_by: dict[str, int] = {}
-        self.pixels_by = {"freed_by_chunk": 0, "kept_by_query": 0, "kept_by_batch_attack": 0,
+        self.pixels_by = {"freed_by_chunk": 0, "kept_by_query": 0, "kept_by_extension": 0, "kept_by_batch_attack": 0,
                           "no_range": int(self.fixed_pixels.sum())}
         self.batch_attacks = 0
         self.seeds: list[np.ndarray] = []
         self.attacked_at = -1          # free pixels when the last batched attack ran
+        self.last_yield = 0            # pixels the last batched attack settled
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.perf_counter()
@@ -214,12 +218,53 @@ class _Search:
         self.witness[int(p)] = np.array(x, dtype=np.float64)
         self.pixels_by[how] += 1
 
+    def extension_candidates(self, pending: list) -> set:
+        """Return the pending pixels ``p`` broken by a base point of ``box(F)`` with ``p`` moved to an end of its
+        range (each kept with that witness). Base points: ``x0``, the latest counterexamples clipped into
+        ``box(F)``, and the corners of ``box(F)`` minimising each margin's linearisation at those. All pixels at
+        once: the first layer's pre-activations of a base point plus the pixel's column times its move."""
+        P = np.asarray(pending)
+        lo, hi = self.box(self.free)
+        B = np.array([self.x0] + [np.clip(s, lo, hi) for s in self.seeds])
+        G = attack.margin_gradients(self.net, B, self.C)                      # (b, m, n)
+        B = np.concatenate([B, attack.minimising_corner(G, lo[None], hi[None]).reshape(-1, self.n)])
+        first, rest = self.net.affines[0], self.net.affines[1:]
+        Z0 = first.apply(B)                                                     # (b, h)
+        columns = first.W[:, P]
+        columns = np.asarray(columns.todense() if hasattr(columns, "todense") else columns).T   # (P, h)
+        broken = set()
+        for ends in (self.lo[P], self.hi[P]):
+            move = ends[None, :] - B[:, P]                                      # (b, P)
+            H = Z0[:, None, :] + move[:, :, None] * columns[None, :, :]         # (b, P, h)
+            H = H.reshape(-1, H.shape[-1])
+            for affine in rest:
+                H = affine.apply(np.maximum(H, 0.0))
+            margins = (H @ self.C.T).min(axis=1).reshape(B.shape[0], P.size)
+            changed = self.net.classify_logits(H).reshape(B.shape[0], P.size) != self.c
+            hit = changed & (margins < -self.slack)
+            for j in np.flatnonzero(hit.any(axis=0)):
+                p = int(P[j])
+                if p in broken:
+                    continue
+                x = B[int(np.argmax(hit[:, j]))].copy()
+                x[p] = ends[j]
+                if changes_class(self.net, x, self.c, self.slack):
+                    self.keep(p, x, "kept_by_extension")
+                    broken.add(p)
+        return broken
+
     def batch_attack(self, pending: list, budget: dict = BATCH_ATTACK) -> set:
-        """Return the pending pixels a batched attack over every ``box(F + p)`` breaks (each kept with its witness)."""
+        """Return the pending pixels a batched attack over every ``box(F + p)`` breaks (each kept with its witness):
+        first `extension_candidates`, then `attack.attack_many` on the rest."""
         self.attacked_at = int(self.free.sum())
         if not pending:
             return set()
         self.batch_attacks += 1
+        fast = self.extension_candidates(pending)
+        pending = [p for p in pending if p not in fast][:BATCH_ATTACK_PIXELS]
+        if not pending:
+            self.last_yield = len(fast)
+            return fast
         P = np.asarray(pending)
         lo, hi = self.box(self.free)
         LO, HI = np.repeat(lo[None], P.size, axis=0), np.repeat(hi[None], P.size, axis=0)
@@ -232,7 +277,8 @@ class _Search:
             if r.x is not None:
                 self.keep(int(p), r.x, "kept_by_batch_attack")
                 broken.add(int(p))
-        return broken
+        self.last_yield = len(broken) + len(fast)
+        return broken | fast
 
     def settle_counterexample(self, x: np.ndarray, chunk: list) -> int | None:
         """Return the pixel of ``chunk`` kept with the shrunk ``x`` as its witness, if ``x`` shrinks to one pixel."""
@@ -275,7 +321,7 @@ class _Search:
             kept = self.settle_counterexample(verdict.counterexample, chunk)
             if kept is not None:
                 pending = [p for p in pending if p != kept]
-            if self.free.sum() > self.attacked_at or verdict.method != "attack":
+            if self.free.sum() > self.attacked_at or (verdict.method != "attack" and self.last_yield > 0):
                 broken = self.batch_attack(pending)
                 if broken:
                     pending = [p for p in pending if p not in broken]
@@ -303,7 +349,7 @@ def subset_minimal(net: Network, x0: np.ndarray, epsilon: float | None = None, o
     """Return a subset-minimal `Explanation` of ``x0`` (status ``time_limit`` if the limit left pixels undecided)."""
     x0 = np.asarray(x0, dtype=np.float64)
     c = int(net.predict(x0))
-    verifier = verifier or Verifier(net, solver=solver, threads=threads)
+    verifier = verifier or Verifier(net, solver=solver, threads=threads, refine=False)
     search = _Search(net, x0, c, epsilon, order, verifier, time_limit, query_seconds)
     pending = [int(p) for p in search.order if not search.free[p]]
     if pending and search.query(pending, query_seconds).verdict == "robust":   # nothing needs to stay fixed

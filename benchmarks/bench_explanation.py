@@ -1,0 +1,240 @@
+"""Formal explanations (issue 13): seconds, oracle calls and sizes per image, against one-pixel-at-a-time loops.
+
+    python benchmarks/bench_explanation.py [--settings twoclass,multiclass_eps0.05] [--images 20] [--limit 60]
+                                           [--baseline-images 5] [--baseline-limit 120] [--mip-images 1]
+                                           [--mip-limit 120] [--batch-images 0] [--report] [--update-results]
+
+Settings: ``twoclass`` (full [0, 1] domain, the first --images test images that are a 1 or a 3),
+``multiclass_eps0.05`` (L-inf ball of 0.05, the first --images test images), ``multiclass`` and ``cnn_simple``
+(full domain). Per image: ours (`explanation.subset_minimal`, sensitivity order, --limit seconds) with its size,
+status, oracle calls and how they were decided, every witness checked by the forward pass. In the same run, on
+the first --baseline-images of each setting, the plain deletion loop with the same verifier: pixels in index
+order, one verifier query per pixel (784 queries; a fresh `Verifier` per image, --baseline-limit seconds per
+image, then the pixels not reached are counted as not done). And on the first --mip-images, the plain MIP loop of
+the original: one MIP per pixel (`mip.NetworkMIP` built once over [0, 1]^784 with interval bounds, the box set per
+pixel, `counterexample`), for at most --mip-limit seconds: its per-image time is the mean seconds per pixel times
+784, an extrapolation, marked as such. --batch-images N: min_explanation.py --indices 0:N --jobs 1 and then
+--jobs 2 on the multiclass eps 0.05 setting, wall seconds of each (fresh out-dirs).
+With --update-results writes benchmarks/explanation.json and the section "explanation" of benchmarks/RESULTS.md.
+"""
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.report import (HelpFormatter, add_output_flags, machine_line, output_json, publish,  # noqa: E402
+                               saved_json)
+from explain_mnist import explanation as ex  # noqa: E402
+from explain_mnist.data import load_test_set  # noqa: E402
+from explain_mnist.models import load_network  # noqa: E402
+from explain_mnist.results import read_json, write_json  # noqa: E402
+from explain_mnist.verifier import Verifier  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+JSON = REPO / "benchmarks" / "explanation.json"
+SETTINGS = {"twoclass": ("twoclass", None), "multiclass_eps0.05": ("multiclass", 0.05),
+            "multiclass": ("multiclass", None), "cnn_simple": ("cnn_simple", None)}
+VERIX_PLUS = "VeriX+ (MNIST-FC 784-10-10-10, eps 0.05, first 100 test images, 16 CPUs): 168-179 pixels, 28-35 s"
+
+
+def test_indices(test, model, n):
+    """Return the benchmark's test images: for twoclass the first that are a 1 or a 3, else the first n."""
+    if model == "twoclass":
+        return [int(i) for i in np.flatnonzero(np.isin(test.y, (1, 3)))[:n]]
+    return list(range(n))
+
+
+def plain_verifier_loop(net, x0, epsilon, limit):
+    """Return the one-pixel-at-a-time deletion loop's record (index order, one verifier query per pixel)."""
+    start = time.perf_counter()
+    c = int(net.predict(x0))
+    lo, hi = ex.pixel_ranges(x0, epsilon)
+    verifier = Verifier(net)
+    free = np.zeros(x0.size, dtype=bool)
+    calls, done = 0, 0
+    for p in range(x0.size):
+        left = limit - (time.perf_counter() - start)
+        if left <= 0:
+            break
+        trial = free.copy()
+        trial[p] = True
+        v = verifier.verify(np.where(trial, lo, x0), np.where(trial, hi, x0), c, time_limit=left)
+        calls += 1
+        if v.verdict == "unknown":
+            break
+        done += 1
+        if v.verdict == "robust":
+            free = trial
+    return {"seconds": time.perf_counter() - start, "calls": calls, "pixels_done": done,
+            "size": int(x0.size - free.sum()) if done == x0.size else None}
+
+
+def plain_mip_loop(net, x0, epsilon, limit):
+    """Return the plain MIP loop's record: one MIP per pixel (index order) for at most ``limit`` seconds."""
+    from explain_mnist.mip import NetworkMIP
+    start = time.perf_counter()
+    c = int(net.predict(x0))
+    lo, hi = ex.pixel_ranges(x0, epsilon)
+    mip = NetworkMIP(net, lo, hi)
+    free = np.zeros(x0.size, dtype=bool)
+    done = 0
+    for p in range(x0.size):
+        left = limit - (time.perf_counter() - start)
+        if left <= 0:
+            break
+        trial = free.copy()
+        trial[p] = True
+        mip.set_box(np.where(trial, lo, x0), np.where(trial, hi, x0))
+        mip.time_limit = left
+        x, result = mip.counterexample(c)
+        if x is None and result.status != "infeasible":
+            break
+        done += 1
+        if x is None:
+            free = trial
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "pixels_done": done, "per_pixel": seconds / max(done, 1),
+            "extrapolated_seconds": seconds / max(done, 1) * x0.size, "solver": mip.solver_choices.get(
+                "counterexample", ("?", ""))[0]}
+
+
+def run_setting(name, args, pbar):
+    model, epsilon = SETTINGS[name]
+    net = load_network(model)
+    test = load_test_set(verbose=False)
+    rows = []
+    for k, index in enumerate(test_indices(test, model, args.images)):
+        x0 = test.x[index].astype(np.float64)
+        r = ex.subset_minimal(net, x0, epsilon=epsilon, time_limit=args.limit)
+        problems = ex.check_witnesses(net, x0, r)
+        row = {"index": index, "seconds": r.seconds, "size": r.size, "status": r.status,
+               "undecided": len(r.undecided), "oracle_calls": r.oracle_calls, "decided_by": r.decided_by,
+               "pixels_by": r.pixels_by, "batch_attacks": r.batch_attacks, "witness_problems": problems}
+        if k < args.baseline_images:
+            row["plain_verifier"] = plain_verifier_loop(net, x0, epsilon, args.baseline_limit)
+        if k < args.mip_images:
+            row["plain_mip"] = plain_mip_loop(net, x0, epsilon, args.mip_limit)
+        rows.append(row)
+        pbar.update(1)
+    return {"setting": name, "model": model, "epsilon": epsilon, "rows": rows}
+
+
+def batch_timing(n):
+    """Return the wall seconds of min_explanation.py --indices 0:n with --jobs 1 and --jobs 2 (multiclass eps 0.05)."""
+    out = {}
+    for jobs in (1, 2):
+        with tempfile.TemporaryDirectory() as folder:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "min_explanation.py", "--model", "multiclass", "--epsilon", "0.05",
+                            "--indices", f"0:{n}", "--jobs", str(jobs), "--out-dir", folder, "--no-figure"],
+                           cwd=REPO, check=True, capture_output=True)
+            out[jobs] = time.perf_counter() - start
+    return {"images": n, "jobs1_seconds": out[1], "jobs2_seconds": out[2], "speedup": out[1] / out[2]}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--settings", default="twoclass,multiclass_eps0.05", help=f"comma-separated: {', '.join(SETTINGS)}")
+    p.add_argument("--images", type=int, default=20, help="test images per setting")
+    p.add_argument("--limit", type=float, default=60.0, help="time limit of ours per image, seconds")
+    p.add_argument("--baseline-images", type=int, default=5, help="images per setting for the plain verifier loop")
+    p.add_argument("--baseline-limit", type=float, default=120.0, help="seconds per image of the plain verifier loop")
+    p.add_argument("--mip-images", type=int, default=1, help="images per setting for the plain MIP loop")
+    p.add_argument("--mip-limit", type=float, default=120.0, help="seconds per image of the plain MIP loop")
+    p.add_argument("--batch-images", type=int, default=0, help="images of the --jobs 1 / --jobs 2 batch timing")
+    p.add_argument("--report", action="store_true", help="only re-render the table from the JSON file")
+    add_output_flags(p, "explanation", "benchmarks/explanation.json")
+    args = p.parse_args()
+    if args.report:
+        return report(read_json(saved_json(args, JSON)), args)
+    out = output_json(args, JSON)
+    run = {"machine": machine_line(), "command": " ".join(["python benchmarks/bench_explanation.py"] + sys.argv[1:]),
+           "settings": [], "batch": None}
+    names = [s for s in args.settings.split(",") if s]
+    with tqdm(total=len(names) * args.images, desc="images", unit="image") as pbar:
+        for name in names:
+            run["settings"].append(run_setting(name, args, pbar))
+            write_json(out, run)
+    if args.batch_images:
+        run["batch"] = batch_timing(args.batch_images)
+        write_json(out, run)
+    report(run, args)
+
+
+def fmt(values, spec=".2f"):
+    return "-" if not values else format(median(values), spec)
+
+
+def report(run, args):
+    lines = ["## Formal explanations (min_explanation.py)", "", run["machine"], f"Command: `{run['command']}`.",
+             "Ours: `explanation.subset_minimal` (sensitivity order; chunked deletion, counterexample shrinking, "
+             "batched attacks, hard single pixels decided by the verifier that falls back to the MIP), one thread, "
+             "every witness checked by the forward pass. Baselines in the same run: the plain verifier loop (index "
+             "order, one query of the same `Verifier` per pixel, 784 queries) and the plain MIP loop of the "
+             "original (one MIP per pixel on one model re-solved with the box changed; its per-image time is "
+             "extrapolated from the pixels it did within its limit).", "",
+             "| setting | images | median s | max s | median oracle calls | median size | min-max size | statuses | "
+             "decided by (calls) | kept by batched attack / by query | plain verifier loop: median s (images) | "
+             "plain MIP loop: s per pixel, extrapolated s per image |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in run["settings"]:
+        rows = s["rows"]
+        secs = [r["seconds"] for r in rows]
+        statuses, methods = {}, {}
+        for r in rows:
+            statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+            for k, v in r["decided_by"].items():
+                methods[k] = methods.get(k, 0) + v
+        kept_batch = sum(r["pixels_by"]["kept_by_batch_attack"] for r in rows)
+        kept_query = sum(r["pixels_by"]["kept_by_query"] for r in rows)
+        plain = [r["plain_verifier"] for r in rows if "plain_verifier" in r]
+        plain_text = "-"
+        if plain:
+            finished = [b for b in plain if b["size"] is not None]
+            plain_text = (f"{fmt([b['seconds'] for b in plain])} ({len(plain)}; {len(finished)} finished, "
+                          f"{median([b['calls'] for b in plain]):.0f} calls)")
+        mips = [r["plain_mip"] for r in rows if "plain_mip" in r]
+        mip_text = "-" if not mips else "; ".join(
+            f"{b['per_pixel']:.2f} s x 784 = {b['extrapolated_seconds']:.0f} s ({b['pixels_done']} pixels done, "
+            f"{b['solver']})" for b in mips)
+        eps = "full [0, 1]" if s["epsilon"] is None else f"eps {s['epsilon']:g}"
+        lines.append(
+            f"| {s['model']}, {eps} | {len(rows)} | {fmt(secs)} | {max(secs):.2f} | "
+            f"{fmt([r['oracle_calls'] for r in rows], '.0f')} | {fmt([r['size'] for r in rows], '.0f')} | "
+            f"{min(r['size'] for r in rows)}-{max(r['size'] for r in rows)} | "
+            + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) + " | "
+            + ", ".join(f"{k} {v}" for k, v in sorted(methods.items())) + f" | {kept_batch} / {kept_query} | "
+            f"{plain_text} | {mip_text} |")
+    lines += ["", "Per image (seconds, size, oracle calls, status; ours vs the plain verifier loop where run):", ""]
+    for s in run["settings"]:
+        eps = "full" if s["epsilon"] is None else f"eps {s['epsilon']:g}"
+        items = []
+        for r in s["rows"]:
+            text = f"{r['index']}: {r['seconds']:.2f} s, {r['size']} px, {r['oracle_calls']} calls"
+            if r["status"] != "minimal":
+                text += f", {r['status']} ({r['undecided']} undecided)"
+            if "plain_verifier" in r:
+                b = r["plain_verifier"]
+                text += f" [plain: {b['seconds']:.1f} s, {b['calls']} calls" + (
+                    f", {b['size']} px]" if b["size"] is not None else f", stopped after {b['pixels_done']} px]")
+            items.append(text)
+        lines.append(f"- {s['model']} {eps}: " + "; ".join(items) + ".")
+    problems = sum(len(r["witness_problems"]) for s in run["settings"] for r in s["rows"])
+    lines += ["", f"Witness problems found by the forward-pass check: {problems}. For scale: {VERIX_PLUS}."]
+    if run.get("batch"):
+        b = run["batch"]
+        lines += ["", f"Batch (min_explanation.py --indices 0:{b['images']}, multiclass eps 0.05, whole process "
+                      f"wall time): --jobs 1 {b['jobs1_seconds']:.1f} s, --jobs 2 {b['jobs2_seconds']:.1f} s, "
+                      f"speedup {b['speedup']:.2f}x."]
+    publish(args, "explanation", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
