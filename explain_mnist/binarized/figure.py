@@ -1,0 +1,39 @@
+"""The figure of binary.py minflips, drawn from its saved JSON result (matplotlib only here)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def flips_figure(result: dict):
+    """Return a figure: the binarized image, the minimal-flip counterexample, and the flipped pixels marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    from explain_mnist.plots import show_image
+    x = np.asarray(result["image_bits"], dtype=float)
+    fig, axes = plt.subplots(1, 3, figsize=(8.4, 3.1))
+    show_image(axes[0], x, f"test image {result['index']}, binarized\nlabel {result['predicted']}")
+    cex = result.get("counterexample")
+    if cex is None:
+        for ax in axes[1:]:
+            ax.axis("off")
+        axes[1].set_title("no counterexample found", fontsize=9)
+        return fig
+    cex = np.asarray(cex, dtype=float)
+    k = int(np.count_nonzero(cex != x))
+    status = "minimal" if result.get("min_flips") is not None else "not proved minimal"
+    show_image(axes[1], cex, f"{k} flipped pixel{'s' if k != 1 else ''} ({status})\n"
+               f"label {result['counterexample_label']}")
+    marks = np.where(cex > x, 2, np.where(cex < x, 0, 1)).reshape(28, 28)
+    base = np.where(x.reshape(28, 28) > 0, 0.75, 0.95)
+    axes[2].imshow(base, cmap="gray", vmin=0, vmax=1)
+    overlay = np.ma.masked_where(marks == 1, marks)
+    axes[2].imshow(overlay, cmap=ListedColormap(["tab:blue", "white", "tab:red"]), vmin=0, vmax=2)
+    axes[2].set_title("flipped pixels\nred: 0 -> 1, blue: 1 -> 0", fontsize=9)
+    axes[2].set_xticks([])
+    axes[2].set_yticks([])
+    fig.suptitle(f"Binarized 784-200-100-10 network: fewest pixel flips that change the label "
+                 f"({result['predicted']} -> {result['counterexample_label']})", fontsize=10)
+    return fig
