@@ -2,7 +2,8 @@
 
     python benchmarks/bench_explanation.py [--settings twoclass,multiclass_eps0.05] [--images 20] [--limit 60]
                                            [--baseline-images 5] [--baseline-limit 120] [--mip-images 1]
-                                           [--mip-limit 120] [--batch-images 0] [--report] [--update-results]
+                                           [--mip-limit 120] [--batch-images 0] [--add] [--batch-only] [--report]
+                                           [--update-results]
 
 Settings: ``twoclass`` (full [0, 1] domain, the first --images test images that are a 1 or a 3),
 ``multiclass_eps0.05`` (L-inf ball of 0.05, the first --images test images), ``multiclass`` and ``cnn_simple``
@@ -14,7 +15,8 @@ image, then the pixels not reached are counted as not done). And on the first --
 the original: one MIP per pixel (`mip.NetworkMIP` built once over [0, 1]^784 with interval bounds, the box set per
 pixel, `counterexample`), for at most --mip-limit seconds: its per-image time is the mean seconds per pixel times
 784, an extrapolation, marked as such. --batch-images N: min_explanation.py --indices 0:N --jobs 1 and then
---jobs 2 on the multiclass eps 0.05 setting, wall seconds of each (fresh out-dirs).
+--jobs 2 on the multiclass eps 0.05 setting, wall seconds of each (fresh out-dirs); --batch-only re-measures only
+that. --add keeps the settings already in the JSON file and adds (or replaces) those of --settings.
 With --update-results writes benchmarks/explanation.json and the section "explanation" of benchmarks/RESULTS.md.
 """
 import argparse
@@ -150,14 +152,30 @@ def main():
     p.add_argument("--mip-limit", type=float, default=120.0, help="seconds per image of the plain MIP loop")
     p.add_argument("--batch-images", type=int, default=0, help="images of the --jobs 1 / --jobs 2 batch timing")
     p.add_argument("--report", action="store_true", help="only re-render the table from the JSON file")
+    p.add_argument("--add", action="store_true",
+                   help="keep the settings (and batch timing) already in the JSON file; run and add --settings")
+    p.add_argument("--batch-only", action="store_true",
+                   help="only (re-)measure the batch timing (--batch-images) into the JSON file, then re-render")
     add_output_flags(p, "explanation", "benchmarks/explanation.json")
     args = p.parse_args()
     if args.report:
         return report(read_json(saved_json(args, JSON)), args)
+    if args.batch_only:
+        run = read_json(saved_json(args, JSON))
+        run["batch"] = batch_timing(args.batch_images)
+        run["batch"]["machine"] = machine_line()
+        write_json(output_json(args, JSON), run)
+        return report(run, args)
     out = output_json(args, JSON)
     run = {"machine": machine_line(), "command": " ".join(["python benchmarks/bench_explanation.py"] + sys.argv[1:]),
            "settings": [], "batch": None}
     names = [s for s in args.settings.split(",") if s]
+    if args.add:
+        old = read_json(saved_json(args, JSON))
+        run["batch"] = old.get("batch")
+        run["settings"] = [s for s in old["settings"] if s["setting"] not in names]
+        run["command"] = old["command"] + "; then " + run["command"]
+        run["machine"] = old["machine"] + " Added settings: " + run["machine"]
     with tqdm(total=len(names) * args.images, desc="images", unit="image") as pbar:
         for name in names:
             run["settings"].append(run_setting(name, args, pbar))
@@ -231,8 +249,9 @@ def report(run, args):
     if run.get("batch"):
         b = run["batch"]
         lines += ["", f"Batch (min_explanation.py --indices 0:{b['images']}, multiclass eps 0.05, whole process "
-                      f"wall time): --jobs 1 {b['jobs1_seconds']:.1f} s, --jobs 2 {b['jobs2_seconds']:.1f} s, "
-                      f"speedup {b['speedup']:.2f}x."]
+                      f"wall time, Keras re-checks included): --jobs 1 {b['jobs1_seconds']:.1f} s, --jobs 2 "
+                      f"{b['jobs2_seconds']:.1f} s, speedup {b['speedup']:.2f}x"
+                      + (f" ({b['machine']})" if b.get("machine") else "") + "."]
     publish(args, "explanation", "\n".join(lines))
 
 

@@ -10,9 +10,10 @@ only in ``p`` and pixels outside ``E``. ``E`` is *cardinality-minimal* when no s
 
 Subset-minimal search (`subset_minimal`), deletion over the pixels in an order (``"sensitivity"``: the pixels
 whose change alone lowers the margin least come first, i.e. are freed first; ``"index"``: 0..n-1). ``F`` starts
-empty (first one query with every pixel free: if that is robust, the explanation is empty) and only grows; every pixel is freed, kept (with a witness) or, after a time limit, left undecided (kept in
-``E``: still sufficient, not proven minimal). Because ``F`` only grows, a counterexample found in
-``box(F' + p)`` with ``F'`` a subset of the current ``F`` stays a witness for ``p`` to the end. The loop:
+empty (one first query with every pixel free: if that is robust, the explanation is empty) and only grows; every
+pixel is freed, kept (with a witness) or, after a time limit, left undecided (kept in ``E``: still sufficient,
+not proven minimal). Because ``F`` only grows, a counterexample found in ``box(F' + p)`` with ``F'`` a subset of
+the current ``F`` stays a witness for ``p`` to the end. The loop:
 
 1. Take the next ``k`` undecided pixels ``S`` (a chunk) and ask the verifier about ``box(F + S)``.
    Robust: free them all, double ``k``. Not robust: the counterexample ``x`` is *shrunk* (`shrink`): pixels of
@@ -21,21 +22,26 @@ empty (first one query with every pixel free: if that is robust, the explanation
    counterexample always shrinks to the one pixel (``box(F)`` is robust), so the loop always progresses (the
    binary search of VeriX+ over the ordered sequence, with the answer often read off the counterexample).
 2. After a counterexample, if ``F`` has grown since the last time (or the counterexample came from
-   branch-and-bound or the MIP, a new seed, and the last batched attack settled something), one *batched attack*
-   (`attack.attack_many`, seeded with the latest counterexamples) over ``box(F + p)`` for every undecided ``p``:
-   each one it breaks is kept with that witness, no verifier call needed. Most kept pixels are settled so; the
-   verifier's calls go mostly to the robust chunks, which free many pixels each.
-3. Per-query budgets: a chunk that the verifier cannot decide within ``query_seconds`` is split; a single pixel
-   that it cannot decide is *deferred* and retried at the end with the time left (no limit without
-   ``time_limit``), when ``F`` is largest and counterexamples easiest to find. A time limit (`time_limit`) leaves
-   the pixels not yet decided in ``E`` with status ``time_limit``: nothing is silently given up.
+   branch-and-bound or the MIP, a new seed, and the last batched attack settled something), a *batched attack*
+   on ``box(F + p)`` for every undecided ``p``; each ``p`` it breaks is kept with that witness, no verifier call
+   needed. First `extension_candidates`: base points of ``box(F)`` (``x0``, the latest counterexamples clipped
+   into it, the corners minimising each margin's linearisation at those) with the one pixel ``p`` moved to either
+   end of its range, all pixels at once through the first layer (base pre-activations plus ``p``'s column times
+   the move); then `attack.attack_many` on the next `BATCH_ATTACK_PIXELS` pixels still open. Most kept pixels are
+   settled so; the verifier's calls go mostly to the robust chunks, which free many pixels each.
+3. Per-query budgets: a chunk that the verifier cannot decide within ``query_seconds`` (a verifier without
+   refinement of intermediate bounds) is split; a single pixel it cannot decide goes at once to the *decisive*
+   verifier (branch-and-bound for `FINAL_NODES` nodes, then the MIP, only the overall time limit as a limit),
+   since either answer helps (a freed pixel, or a counterexample that seeds the next batched attack); only if
+   that too is stopped by the time limit does the pixel stay undecided. A time limit (`time_limit`) leaves the
+   pixels not yet decided in ``E`` with status ``time_limit``: nothing is silently given up.
 
 Cardinality-minimal search (`smallest`, implicit hitting sets): every counterexample ``x`` (in the ranges,
 class other than ``c``) with changed pixels ``D`` must be hit by any sufficient set (else ``x`` agrees with ``x0``
 on it). A minimum hitting set ``H`` of the sets found so far (PySAT's RC2 MaxSAT solver: a hard clause per set,
 a soft unit clause ``not p`` per pixel) has size ``|H|``, a lower bound on every explanation. Ask the verifier
 about ``box(complement of H)``: robust means ``H`` is a smallest explanation; a counterexample is shrunk
-(over every changed pixel) to a smaller set ``D`` and added. The sets start from the subset-minimal run's
+(over every changed pixel, twice: least and most sensitive pixels put back first) to smaller sets and added. The sets start from the subset-minimal run's
 witnesses (each shrunk), whose explanation is also the first upper bound. On a time limit: the best explanation
 known and the proven lower bound.
 
@@ -55,11 +61,10 @@ from explain_mnist.verifier import Verifier
 
 FIRST_CHUNK = 32            # pixels in the first chunk query
 MAX_CHUNK = 512
-QUERY_SECONDS = 1.0         # a verifier query's budget in the main pass (chunks split, single pixels deferred)
-FINAL_NODES = 20_000        # the final pass's verifier: branch-and-bound nodes before its MIP (no time limit)
+QUERY_SECONDS = 1.0         # a verifier query's budget (then a chunk is split, a single pixel decided anyway)
+FINAL_NODES = 20_000        # the decisive verifier: branch-and-bound nodes before its MIP (no time limit)
 WITNESS_RELATIVE = 1e-7     # a witness's smallest margin must be below -this times the image's margin scale
 BATCH_ATTACK = dict(restarts=0, steps=8, targets_per_start=1)   # the batched attack's descent budget
-FINAL_ATTACK = dict(restarts=4, steps=30)                         # ... before the final pass
 BATCH_SEEDS = 4             # latest counterexamples seeding the batched attack
 BATCH_ATTACK_PIXELS = 128   # attack_many runs on at most this many pending pixels (the next in order)
 
@@ -253,7 +258,7 @@ class _Search:
                     broken.add(p)
         return broken
 
-    def batch_attack(self, pending: list, budget: dict = BATCH_ATTACK) -> set:
+    def batch_attack(self, pending: list) -> set:
         """Return the pending pixels a batched attack over every ``box(F + p)`` breaks (each kept with its witness):
         first `extension_candidates`, then `attack.attack_many` on the rest."""
         self.attacked_at = int(self.free.sum())
@@ -271,7 +276,7 @@ class _Search:
         LO[np.arange(P.size), P] = self.lo[P]
         HI[np.arange(P.size), P] = self.hi[P]
         seeds = np.array(self.seeds[::-1]) if self.seeds else None
-        results = attack.attack_many(self.net, LO, HI, self.c, seeds=seeds, margin=self.slack, **budget)
+        results = attack.attack_many(self.net, LO, HI, self.c, seeds=seeds, margin=self.slack, **BATCH_ATTACK)
         broken = set()
         for p, r in zip(P, results):
             if r.x is not None:
@@ -290,7 +295,7 @@ class _Search:
         return None
 
     def deletion(self, pending: list, budget: float | None) -> list:
-        """Run the chunked deletion over ``pending`` (in order); return the pixels it could not decide."""
+        """Run the chunked deletion over ``pending`` (in order); return the pixels it could not decide in time."""
         deferred = []
         k = FIRST_CHUNK
         while pending and not self.out_of_time():
@@ -357,11 +362,6 @@ def subset_minimal(net: Network, x0: np.ndarray, epsilon: float | None = None, o
         search.pixels_by["freed_by_chunk"] += len(pending)
         pending = []
     left = search.deletion(pending, query_seconds)
-    if left and not search.out_of_time():
-        # the hard ones, with all the time left (none without a limit); F is at its largest now
-        broken = search.batch_attack(left, FINAL_ATTACK)
-        search.verifier = search.decisive
-        left = search.deletion([p for p in left if p not in broken], None)
     result = search.result(left)
     result.order = order
     return result
@@ -413,7 +413,7 @@ def smallest(net: Network, x0: np.ndarray, epsilon: float | None = None, order: 
     c = int(net.predict(x0))
     verifier = verifier or Verifier(net, solver=solver, threads=threads)
     best = subset_minimal(net, x0, epsilon, order, time_limit, query_seconds, verifier)
-    best.subset_size = best.size
+    best.subset_size = subset_size = best.size
     search = _Search(net, x0, c, epsilon, order, verifier, None if deadline is None else
                      max(deadline - time.perf_counter(), 0.0), query_seconds)
     search.calls, search.decided_by = best.oracle_calls, dict(best.decided_by)
@@ -422,11 +422,12 @@ def smallest(net: Network, x0: np.ndarray, epsilon: float | None = None, order: 
 
     def add(x: np.ndarray) -> None:
         changed = sorted(np.flatnonzero(x != x0), key=lambda p: search.rank[p])
-        _, D = shrink(net, x, x0, c, changed, search.slack)
-        key = tuple(sorted(D))
-        if key and key not in sets:
-            sets.add(key)
-            rc2.add_clause([p + 1 for p in key])
+        for candidates in (changed, changed[::-1]):     # two shrinks: two (often different) sets to hit
+            _, D = shrink(net, x, x0, c, candidates, search.slack)
+            key = tuple(sorted(D))
+            if key and key not in sets:
+                sets.add(key)
+                rc2.add_clause([p + 1 for p in key])
 
     for w in best.witnesses:
         add(w)
@@ -450,6 +451,7 @@ def smallest(net: Network, x0: np.ndarray, epsilon: float | None = None, order: 
             if verdict.verdict == "robust":
                 search.free = free
                 best = _with_witnesses(search, H)
+                best.subset_size = subset_size
                 status = "cardinality_minimal" if best.status == "minimal" else "time_limit"
                 break
             if verdict.verdict == "unknown":
@@ -457,7 +459,8 @@ def smallest(net: Network, x0: np.ndarray, epsilon: float | None = None, order: 
             add(verdict.counterexample)
     finally:
         rc2.delete()
-    best.status = status if best.size <= lower or status == "cardinality_minimal" else "time_limit"
+    proved = status == "cardinality_minimal" or best.size <= lower
+    best.status = "cardinality_minimal" if proved and not best.undecided else "time_limit"
     if best.status == "cardinality_minimal":
         lower = best.size
     best.lower_bound = lower

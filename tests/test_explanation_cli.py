@@ -151,3 +151,19 @@ def test_dask_scheduler_missing_or_unreachable(env, tmp_path):
     except ImportError:
         assert "pip install" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_dask_local_cluster_equals_local_batch(env, tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    args = ["--model", "multiclass", "--epsilon", "0.03", "--indices", "0:2", "--no-figure"]
+    local = script(env, *args, "--out-dir", tmp_path / "local")
+    assert local.returncode == 0, local.stderr
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        remote = script(env, *args, "--out-dir", tmp_path / "dask", "--dask-scheduler", cluster.scheduler_address)
+    assert remote.returncode == 0, remote.stderr
+    for name in result_files(tmp_path / "local"):
+        a = json.loads((tmp_path / "local" / name).read_text())
+        b = json.loads((tmp_path / "dask" / name).read_text())
+        assert (a["explanation"], a["status"]) == (b["explanation"], b["status"])
+    assert len(result_files(tmp_path / "dask")) == 2
