@@ -4,8 +4,10 @@ For each target label (or the one other label of a two-class model) the smallest
 within [0, 1], so that the model predicts that label (winning by a logit margin of 1e-3): a verified image from an
 attack, bounds over the region a better image would lie in, then the MIP (a mixed-integer QP for L2) or, for L-inf,
 bisection on the radius with the verifier and a MIP in what is left. Every image is re-classified by the model.
+Ctrl-C stops the search: what was found so far is printed and written to --json (marked "interrupted"), exit
+code 130.
 """
-from explain_mnist.cli import check_common, make_parser, run, summary_stream
+from explain_mnist.cli import check_common, make_parser, run
 
 
 def parser():
@@ -21,15 +23,8 @@ def parser():
 def main():
     args = parser().parse_args()
     check_common(args)
-    from explain_mnist.adversarial import describe, run_min_adversarial, save_outputs
-    result = run_min_adversarial(args, args.norm)
-    save_outputs(args, result)
-    out = summary_stream(args)
-    names = result["class_names"]
-    print(f"solver: {result['solver']}; the target wins by a logit margin of {result['margin']:g}", file=out)
-    for row in result["results"]:
-        print(describe(row, args.norm, names), file=out)
-    print(f"{result['wall_seconds']:.1f} s in all", file=out)
+    from explain_mnist.adversarial import report, run_min_adversarial
+    return report(args, run_min_adversarial(args, args.norm))
 
 
 if __name__ == "__main__":

@@ -4,10 +4,8 @@ Prints the verdict (robust / not_robust / unknown); a not_robust verdict carries
 that the model itself re-classifies. Ctrl-C stops the search: the best bound proven so far is printed (and written
 to --json, marked "interrupted"), exit code 130.
 """
-from explain_mnist.cli import ProgressLine, check_common, make_parser, run, summary_stream
+from explain_mnist.cli import EXIT_INTERRUPTED, ProgressLine, check_common, make_parser, run, summary_stream
 from explain_mnist.errors import UserError
-
-EXIT_INTERRUPTED = 130
 
 
 def main():

@@ -486,6 +486,8 @@ def _bisect_linf(q: _Target, solver: str, threads: int) -> None:
         r = 0.5 * (q.lower + q.objective)
         verdict = verifier.verify(np.clip(q.x0 - r, 0.0, 1.0), np.clip(q.x0 + r, 0.0, 1.0), 0, time_limit=left)
         steps += 1
+        if verdict.interrupted:
+            raise KeyboardInterrupt
         if verdict.verdict == "robust":
             q.proved_below(r)
         elif verdict.verdict != "not_robust" or not q.offer(verdict.counterexample, "bisection"):
@@ -524,8 +526,11 @@ def _solve_mip(q: _Target, solver: str, threads: int, bounds: Bounds, region: fl
     if result.status == "infeasible":
         q.region_empty(region)
         return "none_better"
-    if result.best_bound is not None and result.status in ("optimal", "gap_limit", "time_limit", "node_limit"):
+    if result.best_bound is not None and result.status in ("optimal", "gap_limit", "time_limit", "node_limit",
+                                                           "interrupted"):
         q.proved_below(min(result.best_bound, q.objective))
+    if result.status == "interrupted":      # the solver caught Ctrl-C itself; what it found is kept
+        raise KeyboardInterrupt
     if result.status in ("optimal", "gap_limit"):
         return "optimal"
     if result.status in ("time_limit", "node_limit"):
@@ -560,10 +565,26 @@ def solve_target(net: Network, x0: np.ndarray, t: int, norm: str, margin: float 
     x0 = np.asarray(x0, dtype=np.float64)
     q = _Target(net, x0, t, norm, margin, start, np.inf if time_limit is None else start + time_limit,
                 cutoff=cutoff)
+    try:
+        status, method = _search_target(q, start_x, solver, threads, linf_method)
+    except KeyboardInterrupt:
+        status, method = "interrupted", "interrupted (Ctrl-C)"
+    margins = None if q.x is None else float(worst_margin(net, q.x, net.spec_matrix(t))[0][0])
+    bound = None if status == "infeasible" or not np.isfinite(q.lower) else (
+        float(np.ceil(q.lower - 1e-9)) if norm == "l0" else q.lower)
+    return TargetResult(t, status, None if q.x is None else q.objective, bound, q.x, False,
+                        None if q.x is None else int(net.predict(q.x)), time.perf_counter() - start, method, margins,
+                        q.solver, q.message, q.stages)
+
+
+def _search_target(q: _Target, start_x: np.ndarray | None, solver: str, threads: int,
+                   linf_method: str) -> tuple[str, str]:
+    """Run `solve_target`'s stages on ``q``; return ``(status, method)``."""
+    net, x0, t, norm, margin = q.net, q.x0, q.t, q.norm, q.margin
     if start_x is None:
         start_x = attack_target(net, x0, t, norm, margin)
     q.offer(start_x, "attack")
-    q.stages["attack_seconds"] = time.perf_counter() - start
+    q.stages["attack_seconds"] = time.perf_counter() - q.start
     method, outcome = "attack", ""
     region = q.region()
     bounds = region_bounds(net, x0, norm, region, net.spec_matrix(t))
@@ -598,11 +619,7 @@ def solve_target(net: Network, x0: np.ndarray, t: int, norm: str, margin: float 
         status = "error"
     else:
         status = "time_limit"
-    margins = None if q.x is None else float(worst_margin(net, q.x, net.spec_matrix(t))[0][0])
-    bound = None if status == "infeasible" else (float(np.ceil(q.lower - 1e-9)) if norm == "l0" else q.lower)
-    return TargetResult(t, status, None if q.x is None else q.objective, bound, q.x, False,
-                        None if q.x is None else int(net.predict(q.x)), time.perf_counter() - start, method, margins,
-                        q.solver, q.message, q.stages)
+    return status, method
 
 
 # ----------------------------------------------------------------------------- all targets
@@ -619,7 +636,8 @@ def min_adversarial(net: Network, x0: np.ndarray, norm: str, targets="all", marg
 
     With "any" the list holds one result: the overall minimum, its ``stages["targets"]`` listing
     what each target came to (module docstring). ``time_limit`` is per target; ``progress``, if
-    given, is called with each result as it is found.
+    given, is called with each target's result as it is found. A Ctrl-C stops the search: the target
+    under way comes back "interrupted" with its best image and bound so far, later targets are left out.
     """
     x0 = np.asarray(x0, dtype=np.float64)
     c = int(net.predict(x0))
@@ -633,9 +651,14 @@ def min_adversarial(net: Network, x0: np.ndarray, norm: str, targets="all", marg
                                         linf_method=linf_method))
             if progress is not None:
                 progress(results[-1])
+            if results[-1].status == "interrupted":
+                break
         return results
     start = time.perf_counter()
-    attacks = {t: attack_target(net, x0, t, norm, margin) for t in chosen}
+    try:
+        attacks = {t: attack_target(net, x0, t, norm, margin) for t in chosen}
+    except KeyboardInterrupt:
+        return [TargetResult(None, "interrupted", seconds=time.perf_counter() - start, method="interrupted (Ctrl-C)")]
     order = sorted(chosen, key=lambda t: np.inf if attacks[t] is None else distance(attacks[t], x0, norm))
     best, per_target = None, []
     for t in order:
@@ -644,22 +667,26 @@ def min_adversarial(net: Network, x0: np.ndarray, norm: str, targets="all", marg
                               cutoff=cutoff, linf_method=linf_method)
         per_target.append(dict(target=t, status=result.status, objective=result.objective, bound=result.bound,
                                method=result.method, seconds=result.seconds))
+        if progress is not None:
+            progress(result)
         if result.adversarial is not None and (best is None or result.objective < best.objective):
             best = result
+        if result.status == "interrupted":
+            break
+    statuses = {r["status"] for r in per_target}
+    interrupted = "interrupted" in statuses
     if best is None:
-        statuses = {r["status"] for r in per_target}
-        status = "infeasible" if statuses == {"infeasible"} else ("error" if "error" in statuses else "time_limit")
+        status = "infeasible" if statuses == {"infeasible"} else ("interrupted" if interrupted else
+                                                                  "error" if "error" in statuses else "time_limit")
         best = TargetResult(None, status, seconds=0.0, method="")   # no target reached: no winning target
     bound = min((r["bound"] if r["bound"] is not None else np.inf) for r in per_target)
     exact = all(r["status"] in ("optimal", "infeasible") for r in per_target)
     if best.adversarial is not None:
-        best.bound = bound
-        best.status = "optimal" if exact else ("error" if any(r["status"] == "error" for r in per_target)
-                                               else "time_limit")
+        best.bound = None if interrupted or not np.isfinite(bound) else bound   # targets left out bound nothing
+        best.status = ("optimal" if exact else "interrupted" if interrupted else
+                       "error" if "error" in statuses else "time_limit")
     best.seconds = time.perf_counter() - start
     best.stages = dict(best.stages, targets=per_target)
-    if progress is not None:
-        progress(best)
     return [best]
 
 
@@ -695,15 +722,18 @@ def parse_targets(words: list[str], net: Network, c: int) -> tuple[str | list[in
     return labels, notes
 
 
-def run_min_adversarial(args, norm: str, progress=None) -> dict:
+def run_min_adversarial(args, norm: str) -> dict:
     """Return the JSON result of min_adv_card.py / min_adv_sum.py for parsed arguments (issue 12's keys).
 
     Every image is re-classified by the model's own framework: ``verified`` says it gives the target.
+    On a terminal a progress bar counts the targets; ``interrupted`` says a Ctrl-C cut the search short.
     """
+    from tqdm import tqdm
+
     from explain_mnist.cli import load_input, load_model
     from explain_mnist.data import log
     from explain_mnist.errors import UserError
-    from explain_mnist.models import class_name, reference_classes
+    from explain_mnist.models import class_label, class_name, reference_classes
     from explain_mnist.solvers import require
     from explain_mnist.threads import blas_threads
 
@@ -717,11 +747,21 @@ def run_min_adversarial(args, norm: str, progress=None) -> dict:
     targets, notes = parse_targets(args.target, net, c)
     for note in notes:
         log(note)
+    names = net.meta.get("class_names")
+    count = len(other_classes(net, c)) if isinstance(targets, str) else len(targets)
+    bar = tqdm(total=count, desc=f"min {norm}", unit="target", disable=None, leave=False)
+
+    def progress(r: TargetResult) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"{class_label(r.target, names)}: {r.status}", refresh=True)
+
     try:
         results = min_adversarial(net, x0, norm, targets, solver=args.solver, time_limit=args.time_limit,
                                   threads=args.threads, progress=progress)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    finally:
+        bar.close()
     found = [r for r in results if r.adversarial is not None]
     if found:
         own = reference_classes(net, np.array([r.adversarial for r in found]))
@@ -731,7 +771,6 @@ def run_min_adversarial(args, norm: str, progress=None) -> dict:
                 r.status = "error"
                 r.message = (r.message + "; " if r.message else "") + (
                     f"the model's own framework classifies the image as {int(k)}, not {r.target}")
-    names = net.meta.get("class_names")
     used = sorted({r.solver.split(" ")[0] for r in results if r.solver})
     rows = []
     for r in results:
@@ -742,7 +781,8 @@ def run_min_adversarial(args, norm: str, progress=None) -> dict:
             "label": image.label, "predicted": c, "predicted_name": class_name(c, names), "class_names": names,
             "norm": norm, "solver": ", ".join(used) if used else "none (decided without a MIP)",
             "solver_option": args.solver, "margin": MARGIN, "targets": targets if isinstance(targets, str) else "list",
-            "results": rows, "image": x0, "time_limit": args.time_limit, "blas_threads": blas_threads()}
+            "results": rows, "image": x0, "time_limit": args.time_limit, "blas_threads": blas_threads(),
+            "interrupted": any(r.status == "interrupted" for r in results)}
 
 
 def to_row(r: TargetResult) -> dict:
@@ -754,10 +794,28 @@ def to_row(r: TargetResult) -> dict:
 
 
 def save_outputs(args, result: dict) -> None:
-    """Write the scripts' JSON result and (unless --no-figure) its figure (`cli.save_outputs`)."""
+    """Write the scripts' JSON result and (unless --no-figure, or interrupted) its figure (`cli.save_outputs`)."""
     from explain_mnist.cli import save_outputs as write_outputs
 
-    write_outputs(args, result, "adversarial_figure")
+    write_outputs(args, result, None if result["interrupted"] else "adversarial_figure")
+
+
+def report(args, result: dict) -> int:
+    """Save the scripts' outputs, print one line per target; return the exit code (130 after a Ctrl-C)."""
+    from explain_mnist.cli import EXIT_INTERRUPTED, summary_stream
+
+    save_outputs(args, result)
+    out = summary_stream(args)
+    print(f"solver: {result['solver']}; the target wins by a logit margin of {result['margin']:g}", file=out)
+    for row in result["results"]:
+        print(describe(row, result["norm"], result["class_names"]), file=out)
+    if result["interrupted"]:
+        written = f"; partial result written to {args.json}" if args.json and args.json != "-" else ""
+        print(f"INTERRUPTED after {result['wall_seconds']:.1f} s: targets not reached are left out{written}",
+              file=out)
+        return EXIT_INTERRUPTED
+    print(f"{result['wall_seconds']:.1f} s in all", file=out)
+    return 0
 
 
 OBJECTIVE_WORDS = {"l0": "changed pixels", "l1": "sum |d|", "l2": "sum d^2", "linf": "max |d|"}
@@ -775,6 +833,7 @@ def describe(row: dict, norm: str, names) -> str:
                                                   else f"{row['objective']:.6g}")
     bound = "-" if row["bound"] is None else (f"{row['bound']:.0f}" if norm == "l0" else f"{row['bound']:.6g}")
     state = {"optimal": "OPTIMAL (proved)", "time_limit": f"TIME LIMIT (proven lower bound {bound})",
+             "interrupted": f"INTERRUPTED (best found so far; proven lower bound {bound})",
              "error": "ERROR"}[row["status"]]
     checked = "" if row["adversarial"] is None else (", re-checked by the model" if row["verified"]
                                                      else ", NOT confirmed by the model")

@@ -23,6 +23,7 @@ from explain_mnist.threads import DEFAULT_THREADS, limit_threads
 
 SOLVER_CHOICES = ("auto", "highs", "scip", "cplex")
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130   # Ctrl-C, after the partial result is written
 DEBUG_ENV = "EXPLAIN_MNIST_DEBUG"  # set to show the traceback of an internal error
 
 
@@ -229,7 +230,7 @@ def run(main) -> None:
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
         print("error: interrupted; results already written are complete", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except MemoryError:
         print("error: out of memory; use a smaller model or box, or a machine with more memory", file=sys.stderr)
         sys.exit(EXIT_USAGE)

@@ -341,6 +341,8 @@ class Verifier:
         found = self._found(q, x, "mip")
         if found is not None:
             return found
+        if result.status == "interrupted":      # the solver caught Ctrl-C itself
+            raise KeyboardInterrupt
         if x is None and result.status == "infeasible":
             q.raise_lower(-margin)
             return self._verdict(q, "robust", "mip", tolerance=margin,

@@ -203,3 +203,50 @@ def test_help_shows_the_flags(run_script, script, flags):
     assert process.returncode == 0
     for flag in flags:
         assert flag in process.stdout
+
+
+def test_ctrl_c_keeps_the_targets_done_and_writes_the_partial_result(workdir, x_test):
+    """A real Ctrl-C on a terminal, sent once the progress bar shows the first of nine targets done."""
+    import fcntl
+    import pty
+    import select
+    import signal
+    import struct
+    import termios
+
+    env = dict(os.environ, KERAS_HOME=str(workdir / "keras_home"), TF_CPP_MIN_LOG_LEVEL="3")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))   # a pty starts 0 columns wide
+    path = workdir / "interrupted.json"
+    process = subprocess.Popen([sys.executable, "min_adv_card.py", "--model", "multiclass", "--index", "0",
+                                "--json", str(path), "--no-figure"], cwd=REPO_ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    shown = b""
+    try:
+        while b"1/9" not in shown and process.poll() is None:
+            ready, _, _ = select.select([master], [], [], 240)
+            if not ready:
+                break
+            shown += os.read(master, 4096)
+        assert b"1/9" in shown, shown
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=240)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
+    assert process.returncode == 130, out
+    assert "INTERRUPTED" in out and str(path) in out
+    result = json.loads(path.read_text())
+    rows = result["results"]
+    assert result["interrupted"] is True and 1 <= len(rows) < 9
+    assert rows[0]["status"] in STATUSES and all(r["status"] in STATUSES for r in rows[:-1])
+    assert rows[-1]["status"] in STATUSES + ("interrupted",)
+    found = [r for r in rows if r["adversarial"] is not None]
+    assert found, rows
+    X = np.array([r["adversarial"] for r in found])
+    assert list(keras_classes("multiclass", X)) == [r["target"] for r in found]
+    for r, x in zip(found, X):
+        assert r["objective"] == np.count_nonzero(np.abs(x - x_test[0]) > 0)
+        assert r["bound"] is None or r["bound"] <= r["objective"]

@@ -17,7 +17,8 @@ import numpy as np
 
 from explain_mnist.encoding import MIPModel
 
-STATUSES = ("optimal", "infeasible", "time_limit", "node_limit", "gap_limit", "solution_limit", "unbounded", "error")
+STATUSES = ("optimal", "infeasible", "time_limit", "node_limit", "gap_limit", "solution_limit", "unbounded",
+            "interrupted", "error")
 
 # largest bound/row/integrality violation a reported solution may have before it is rejected
 SOLUTION_TOLERANCE = 1e-4
@@ -28,7 +29,7 @@ class SolveResult:
     """The outcome of one solve.
 
     ``status`` is one of `STATUSES` ("solution_limit": stopped at the first
-    solution, not proved optimal); ``objective`` is the value of the best
+    solution, not proved optimal; "interrupted": the solver caught Ctrl-C itself); ``objective`` is the value of the best
     solution (None without one), ``best_bound`` the proved bound on the optimum,
     ``gap`` the relative gap ``|objective - best_bound| / max(|objective|, 1e-10)``,
     ``x`` the column values of the best solution (None without one).

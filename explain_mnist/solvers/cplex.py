@@ -189,6 +189,8 @@ class CplexSolver(MIPSolver):
             status = "node_limit"
         elif code == S.solution_limit:
             status = self._stop_status(stop_at_first, objective, bound)
+        elif code in (S.abort_user, S.MIP_abort_feasible, S.MIP_abort_infeasible):
+            status = "interrupted"
         else:
             status = "error"
         if status == "infeasible":

@@ -160,6 +160,8 @@ class HighsSolver(MIPSolver):
             status = self._stop_status(stop_at_first, objective, bound) if stop_at_first and x is not None else "node_limit"
         elif model_status == S.kIterationLimit:
             status = "node_limit"
+        elif model_status == S.kInterrupt:
+            status = "interrupted"
         else:
             status = "error"
         if status == "infeasible":

@@ -20,7 +20,7 @@ _STATUS = {
     "optimal": "optimal", "infeasible": "infeasible", "unbounded": "unbounded", "inforunbd": "infeasible",
     "timelimit": "time_limit", "nodelimit": "node_limit", "totalnodelimit": "node_limit",
     "stallnodelimit": "node_limit", "gaplimit": "gap_limit", "sollimit": "solution_limit",
-    "bestsollimit": "solution_limit", "primallimit": "solution_limit",
+    "bestsollimit": "solution_limit", "primallimit": "solution_limit", "userinterrupt": "interrupted",
 }
 
 
