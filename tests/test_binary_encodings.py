@@ -154,3 +154,21 @@ def test_mip_minimises_flips_like_brute_force(tiny_nets):
     query = compile_query(net, x0, len(x0))
     answer = milp.solve(milp.encode(query, "ip"), "highs", minimise=True)
     assert answer.status == "sat" and int(answer.flips.sum()) == least
+
+
+def test_fewer_flips_by_assumptions_on_one_solver(tiny_nets):
+    for net, x0 in tiny_nets:
+        query = compile_query(net, x0, 4)
+        if query.trivially is not None:
+            continue
+        for cardinality, solver in (("kmtotalizer", "glucose4"), ("native", "minicard")):
+            sat = cnf.SatSolver(cnf.encode(query, cardinality), solver)
+            try:
+                for j in range(0, 5):
+                    want = brute_force(net, x0, j) is not None
+                    answer = sat.solve(sat.at_most(j))
+                    assert (answer.status == "sat") == want, (j, cardinality)
+                    if want:
+                        assert answer.flips.sum() <= j
+            finally:
+                sat.close()

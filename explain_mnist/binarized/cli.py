@@ -61,21 +61,18 @@ def _prepare(args):
 
 
 def _save(args, result, figure: bool = False) -> None:
-    from explain_mnist.cli import wall_seconds
-    from explain_mnist.results import to_jsonable, write_json
-    result["wall_seconds"] = round(wall_seconds(), 2)
-    plain = to_jsonable(result)
-    flag, path = "--json", args.json
-    try:
-        if args.json:
-            write_json(args.json, plain)
-        if figure and getattr(args, "figure", None) and not args.no_figure:
-            from explain_mnist.binarized.figure import flips_figure
-            from explain_mnist.plots import save_figure
-            flag, path = "--figure", args.figure
+    """Write the JSON (`cli.save_outputs`) and, for minflips, the figure drawn from the saved result."""
+    from explain_mnist.cli import save_outputs
+    from explain_mnist.results import read_json, to_jsonable
+    save_outputs(args, result)
+    if figure and getattr(args, "figure", None) and not args.no_figure:
+        from explain_mnist.binarized.figure import flips_figure
+        from explain_mnist.plots import save_figure
+        plain = read_json(args.json) if args.json and args.json != "-" else to_jsonable(result)
+        try:
             save_figure(flips_figure(plain), args.figure)
-    except OSError as exc:
-        raise UserError(f"{flag} {path}: cannot write the result ({exc.strerror or exc})") from None
+        except OSError as exc:
+            raise UserError(f"--figure {args.figure}: cannot write the figure ({exc.strerror or exc})") from None
 
 
 def train(args) -> None:

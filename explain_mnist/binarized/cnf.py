@@ -9,8 +9,8 @@ padding ``atmost(L, n)`` with copies of the condition (``atmost(not L + T copies
 
 The first layer under a budget k is encoded relative to the reference image so that its counters count only up to
 about 2k. A sequential counter of our own over the flips gives unary outputs ``s_j <=> #flips >= j`` (j <= k + 1,
-both directions; ``not s_{k+1}`` is the budget, and the assumption ``not s_{j+1}`` allows at most j flips, which is
-how `min_flips` searches incrementally on one solver); its negated outputs ``not s_1 .. not s_k`` are k "token"
+both directions; ``not s_{k+1}`` is the budget, and the assumption ``not s_{j+1}`` allows at most j flips:
+`SatSolver.at_most`, for incremental search on one solver); its negated outputs ``not s_1 .. not s_k`` are k "token"
 literals of which exactly ``G = k - #flips`` are true. With ``A = #flips in Mis_i``, ``B = #flips in Mat_i`` (so
 ``A + B + G = k``) the neuron ``A - B >= r`` is both ways an at-most constraint with a bound below 2k:
 
@@ -37,7 +37,7 @@ from explain_mnist.errors import UserError
 
 CARDINALITY = ("seqcounter", "totalizer", "sortnetwrk", "cardnetwrk", "mtotalizer", "kmtotalizer", "native")
 DEFAULT_CARDINALITY = "kmtotalizer"
-DEFAULT_SAT_SOLVER = "cadical153"
+DEFAULT_SAT_SOLVER = "glucose4"
 NATIVE_SOLVERS = ("minicard", "gluecard3", "gluecard4")
 
 

@@ -75,9 +75,9 @@ class BinarizedNet:
 
 def matches(b: np.ndarray, W: np.ndarray) -> np.ndarray:
     """Return ``m[s, i] = #{j : b[s, j] == [W[i, j] = +1]}`` for bits ``b`` (batch, n) and +-1 weights ``W``."""
-    b = np.asarray(b, dtype=np.int32)
-    pos = (W > 0).astype(np.int32)
-    return b @ pos.T + (1 - b) @ (1 - pos).T
+    b = np.asarray(b, dtype=np.float64)      # BLAS; every sum is an integer below 2^53, so exact
+    pos = (np.asarray(W) > 0).astype(np.float64)
+    return np.rint(b @ pos.T + (1 - b) @ (1 - pos).T).astype(np.int64)
 
 
 def binarize(x: np.ndarray) -> np.ndarray:

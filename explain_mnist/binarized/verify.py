@@ -3,9 +3,10 @@
 - `robustness`: can flipping at most k input bits change the label (to a target, if given)? Each encoding
   answers "robust" (no such flips) or "counterexample"; each counterexample is re-classified by the forward pass.
 - `min_flips`: the fewest flips that change the label. A greedy attack (flip the bit that most raises the best
-  other class's score margin, one at a time) gives a verified upper bound U; the SAT encoding under budget U - 1
-  is then asked for at most 1, 2, ... flips on one solver (assumptions on its budget tokens), the MIP / IP
-  minimise the number of flips under budget U.
+  other class's score margin, one at a time) gives a verified upper bound U; the SAT encoding
+  is then asked for at most 1, 2, ... flips, each a fresh encoding for that budget (its own stable neurons: the
+  encoding of budget j is far smaller than that of U - 1, measured), the MIP / IP minimise the number of flips
+  under budget U.
 - `check`: with the input fixed (every flip variable 0, the encoding built for a small budget so that the first
   layer's counters are not constant), every encoding must find that the label is the forward pass's and no other.
 """
@@ -18,7 +19,7 @@ import numpy as np
 
 from explain_mnist.binarized import cnf as cnf_mod
 from explain_mnist.binarized import milp
-from explain_mnist.binarized.network import BinarizedNet, beats
+from explain_mnist.binarized.network import BinarizedNet, beats, matches
 from explain_mnist.binarized.query import Query, compile_query
 
 ENCODINGS = ("mip", "ip", "cnf")
@@ -124,18 +125,22 @@ def robustness(net: BinarizedNet, x0_bits: np.ndarray, k: int, target: int | Non
     return Robustness(query.label, k, target, answers, seconds, size, found, verified, len(decided) <= 1, notes)
 
 
-def greedy_attack(net: BinarizedNet, x0_bits: np.ndarray, target: int | None = None, max_flips: int = 100,
+def greedy_attack(net: BinarizedNet, x0_bits: np.ndarray, target: int | None = None, max_flips: int = 60,
                   label: int | None = None) -> np.ndarray | None:
     """Return input bits with few flips that the forward pass labels differently (the target), or None."""
     x = np.asarray(x0_bits).astype(np.int32).copy()
     c = int(net.predict_bits(x[None])[0]) if label is None else label
     flipped = np.zeros(len(x), dtype=bool)
-    n = len(x)
+    W0 = np.asarray(net.weights[0], dtype=np.int32)
+    d = np.arange(net.n_classes)
     for _ in range(max_flips):
-        candidates = np.repeat(x[None], n, axis=0)
-        candidates[np.arange(n), np.arange(n)] ^= 1
-        scores = net.scores(candidates).astype(np.int64)
-        d = np.arange(net.n_classes)
+        # first layer of every single-flip candidate at once: flipping p adds 1 to m_i if x_p misses W[i, p], else -1
+        m0 = matches(x[None], W0)[0]
+        delta = np.where((W0 > 0).astype(np.int32) != x[None, :], 1, -1).T          # (pixels, units)
+        bits = ((m0[None, :] + delta) >= net.thresholds[0]).astype(np.int32)
+        for W, K in zip(net.weights[1:], net.thresholds[1:]):
+            bits = (matches(bits, W) >= K).astype(np.int32)
+        scores = matches(bits, net.V).astype(np.int64)
         if target is None:
             # margin of the best other class over c, ties counted for the smaller index
             margin = scores - scores[:, [c]] - (d > c)[None, :]
@@ -182,30 +187,27 @@ def min_flips(net: BinarizedNet, x0_bits: np.ndarray, encoding: str = "cnf", set
     best, best_bits, status, size = upper, attack, "optimal", {}
     if upper > 1:
         if encoding == "cnf":
-            query = compile_query(net, x0, upper - 1, target, c)
-            trivial = _trivial(query)
-            if trivial is not None and trivial.status == "unsat":
-                pass
-            else:
-                encoded = cnf_mod.encode(query, settings.cardinality)
-                size = encoded.sizes()
-                solver = cnf_mod.SatSolver(encoded, settings.sat_solver)
-                try:
-                    for j in range(1, upper):
-                        left = None if settings.time_limit is None else \
-                            settings.time_limit - (time.perf_counter() - start)
-                        if left is not None and left <= 0:
-                            status = "unknown"
-                            break
-                        answer = solver.solve(solver.at_most(j), left)
-                        if answer.status == "unknown":
-                            status = "unknown"
-                            break
-                        if answer.status == "sat":
-                            best, best_bits = int(answer.flips.sum()), query.counterexample(answer.flips)
-                            break
-                finally:
-                    solver.close()
+            for j in range(1, upper):           # at most j flips, one small encoding per j (its own stable neurons)
+                left = None if settings.time_limit is None else settings.time_limit - (time.perf_counter() - start)
+                if left is not None and left <= 0:
+                    status = "unknown"
+                    break
+                query = compile_query(net, x0, j, target, c)
+                answer = _trivial(query)
+                if answer is None:
+                    encoded = cnf_mod.encode(query, settings.cardinality)
+                    size = encoded.sizes()
+                    solver = cnf_mod.SatSolver(encoded, settings.sat_solver)
+                    try:
+                        answer = solver.solve([], left)
+                    finally:
+                        solver.close()
+                if answer.status == "unknown":
+                    status = "unknown"
+                    break
+                if answer.status == "sat":
+                    best, best_bits = int(answer.flips.sum()), query.counterexample(answer.flips)
+                    break
         else:
             query = compile_query(net, x0, upper, target, c)
             encoded = milp.encode(query, encoding)
