@@ -55,7 +55,7 @@ def test_indices(test, model, n):
 
 def plain_verifier_loop(net, x0, epsilon, limit):
     """Return the one-pixel-at-a-time deletion loop's record (index order, one verifier query per pixel)."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     c = int(net.predict(x0))
     lo, hi = ex.pixel_ranges(x0, epsilon)
     verifier = Verifier(net)
@@ -74,14 +74,15 @@ def plain_verifier_loop(net, x0, epsilon, limit):
         done += 1
         if v.verdict == "robust":
             free = trial
-    return {"seconds": time.perf_counter() - start, "calls": calls, "pixels_done": done,
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu, "calls": calls,
+            "pixels_done": done,
             "size": int(x0.size - free.sum()) if done == x0.size else None}
 
 
 def plain_mip_loop(net, x0, epsilon, limit):
     """Return the plain MIP loop's record: one MIP per pixel (index order) for at most ``limit`` seconds."""
     from explain_mnist.mip import NetworkMIP
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     c = int(net.predict(x0))
     lo, hi = ex.pixel_ranges(x0, epsilon)
     mip = NetworkMIP(net, lo, hi)
@@ -102,7 +103,7 @@ def plain_mip_loop(net, x0, epsilon, limit):
         if x is None:
             free = trial
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "pixels_done": done, "per_pixel": seconds / max(done, 1),
+    return {"seconds": seconds, "cpu_seconds": time.process_time() - cpu, "pixels_done": done, "per_pixel": seconds / max(done, 1),
             "extrapolated_seconds": seconds / max(done, 1) * x0.size, "solver": mip.solver_choices.get(
                 "counterexample", ("?", ""))[0]}
 
@@ -114,9 +115,11 @@ def run_setting(name, args, pbar):
     rows = []
     for k, index in enumerate(test_indices(test, model, args.images)):
         x0 = test.x[index].astype(np.float64)
+        cpu = time.process_time()
         r = ex.subset_minimal(net, x0, epsilon=epsilon, time_limit=args.limit)
+        cpu = time.process_time() - cpu
         problems = ex.check_witnesses(net, x0, r)
-        row = {"index": index, "seconds": r.seconds, "size": r.size, "status": r.status,
+        row = {"index": index, "seconds": r.seconds, "cpu_seconds": cpu, "size": r.size, "status": r.status,
                "undecided": len(r.undecided), "oracle_calls": r.oracle_calls, "decided_by": r.decided_by,
                "pixels_by": r.pixels_by, "batch_attacks": r.batch_attacks, "witness_problems": problems}
         if k < args.baseline_images:
@@ -198,25 +201,28 @@ def report(run, args):
              "order, one query of the same `Verifier` per pixel, 784 queries) and the plain MIP loop of the "
              "original (one MIP per pixel on one model re-solved with the box changed; its per-image time is "
              "extrapolated from the pixels it did within its limit).", "",
-             "| setting | images | median s | max s | median oracle calls | median size | min-max size | statuses | "
-             "decided by (calls) | kept by batched attack / by query | plain verifier loop: median s (images) | "
+             "| setting | images | median s | max s | median CPU s | max CPU s | median oracle calls | median size | min-max size | statuses | "
+             "decided by (calls) | kept by extensions / batched attack / query | plain verifier loop: median s (images) | "
              "plain MIP loop: s per pixel, extrapolated s per image |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in run["settings"]:
         rows = s["rows"]
         secs = [r["seconds"] for r in rows]
+        cpus = [r.get("cpu_seconds", float("nan")) for r in rows]
         statuses, methods = {}, {}
         for r in rows:
             statuses[r["status"]] = statuses.get(r["status"], 0) + 1
             for k, v in r["decided_by"].items():
                 methods[k] = methods.get(k, 0) + v
+        kept_ext = sum(r["pixels_by"].get("kept_by_extension", 0) for r in rows)
         kept_batch = sum(r["pixels_by"]["kept_by_batch_attack"] for r in rows)
         kept_query = sum(r["pixels_by"]["kept_by_query"] for r in rows)
         plain = [r["plain_verifier"] for r in rows if "plain_verifier" in r]
         plain_text = "-"
         if plain:
             finished = [b for b in plain if b["size"] is not None]
-            plain_text = (f"{fmt([b['seconds'] for b in plain])} ({len(plain)}; {len(finished)} finished, "
+            plain_text = (f"{fmt([b['seconds'] for b in plain])} (CPU {fmt([b.get('cpu_seconds', float('nan')) for b in plain])}; "
+                          f"{len(plain)} images, {len(finished)} finished, "
                           f"{median([b['calls'] for b in plain]):.0f} calls)")
         mips = [r["plain_mip"] for r in rows if "plain_mip" in r]
         mip_text = "-" if not mips else "; ".join(
@@ -224,23 +230,26 @@ def report(run, args):
             f"{b['solver']})" for b in mips)
         eps = "full [0, 1]" if s["epsilon"] is None else f"eps {s['epsilon']:g}"
         lines.append(
-            f"| {s['model']}, {eps} | {len(rows)} | {fmt(secs)} | {max(secs):.2f} | "
+            f"| {s['model']}, {eps} | {len(rows)} | {fmt(secs)} | {max(secs):.2f} | {fmt(cpus)} | {max(cpus):.2f} | "
             f"{fmt([r['oracle_calls'] for r in rows], '.0f')} | {fmt([r['size'] for r in rows], '.0f')} | "
             f"{min(r['size'] for r in rows)}-{max(r['size'] for r in rows)} | "
             + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) + " | "
-            + ", ".join(f"{k} {v}" for k, v in sorted(methods.items())) + f" | {kept_batch} / {kept_query} | "
+            + ", ".join(f"{k} {v}" for k, v in sorted(methods.items())) + f" | {kept_ext} / {kept_batch} / {kept_query} | "
             f"{plain_text} | {mip_text} |")
-    lines += ["", "Per image (seconds, size, oracle calls, status; ours vs the plain verifier loop where run):", ""]
+    lines += ["", "Per image (wall and CPU seconds, size, oracle calls, status; ours vs the plain verifier loop where "
+                  "run). Wall seconds count the time the process waited for a core on a shared machine; the "
+                  "verifier's per-query budgets and the time limit are wall-clock.", ""]
     for s in run["settings"]:
         eps = "full" if s["epsilon"] is None else f"eps {s['epsilon']:g}"
         items = []
         for r in s["rows"]:
-            text = f"{r['index']}: {r['seconds']:.2f} s, {r['size']} px, {r['oracle_calls']} calls"
+            text = (f"{r['index']}: {r['seconds']:.2f} s (CPU {r.get('cpu_seconds', float('nan')):.2f}), {r['size']} px, "
+                    f"{r['oracle_calls']} calls")
             if r["status"] != "minimal":
                 text += f", {r['status']} ({r['undecided']} undecided)"
             if "plain_verifier" in r:
                 b = r["plain_verifier"]
-                text += f" [plain: {b['seconds']:.1f} s, {b['calls']} calls" + (
+                text += f" [plain: {b['seconds']:.1f} s (CPU {b.get('cpu_seconds', float('nan')):.1f}), {b['calls']} calls" + (
                     f", {b['size']} px]" if b["size"] is not None else f", stopped after {b['pixels_done']} px]")
             items.append(text)
         lines.append(f"- {s['model']} {eps}: " + "; ".join(items) + ".")

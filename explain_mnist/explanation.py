@@ -32,8 +32,9 @@ the current ``F`` stays a witness for ``p`` to the end. The loop:
 3. Per-query budgets: a chunk that the verifier cannot decide within ``query_seconds`` (a verifier without
    refinement of intermediate bounds) is split; a single pixel it cannot decide goes at once to the *decisive*
    verifier (branch-and-bound for `FINAL_NODES` nodes, then the MIP, only the overall time limit as a limit),
-   since either answer helps (a freed pixel, or a counterexample that seeds the next batched attack); only if
-   that too is stopped by the time limit does the pixel stay undecided. A time limit (`time_limit`) leaves the
+   since either answer helps (a freed pixel, or a counterexample that seeds the next batched attack); while
+   single pixels keep needing it (longer than ``query_seconds``), the next ones go to it directly. Only if that
+   too is stopped by the time limit does a pixel stay undecided. A time limit (`time_limit`) leaves the
    pixels not yet decided in ``E`` with status ``time_limit``: nothing is silently given up.
 
 Cardinality-minimal search (`smallest`, implicit hitting sets): every counterexample ``x`` (in the ranges,
@@ -298,19 +299,22 @@ class _Search:
         """Run the chunked deletion over ``pending`` (in order); return the pixels it could not decide in time."""
         deferred = []
         k = FIRST_CHUNK
+        hard = False        # the last single pixel needed the decisive verifier, and more than a budget's time
         while pending and not self.out_of_time():
             chunk = pending[:k]
-            verdict = self.query(chunk, budget)
-            if verdict.verdict == "robust":
+            verdict = None if hard and len(chunk) == 1 else self.query(chunk, budget)
+            if verdict is not None and verdict.verdict == "robust":
                 self.free[chunk] = True
                 self.pixels_by["freed_by_chunk"] += len(chunk)
                 pending = pending[len(chunk):]
                 k = min(2 * k, MAX_CHUNK)
                 continue
-            if verdict.verdict == "unknown" and len(chunk) == 1:
+            if len(chunk) == 1 and (verdict is None or verdict.verdict == "unknown"):
                 # a hard single pixel: decide it now (an answer either way helps: a freed pixel, or a
-                # counterexample that seeds the batched attack); only the overall time limit stops it
+                # counterexample that seeds the batched attack); only the overall time limit stops it. While
+                # single pixels keep needing it, go to it directly.
                 verdict = self.query(chunk, None, decisive=True)
+                hard = budget is not None and verdict.seconds > budget
                 if verdict.verdict == "robust":
                     self.free[chunk] = True
                     self.pixels_by["freed_by_chunk"] += 1
