@@ -2,7 +2,8 @@
 
     python benchmarks/bench_explanation.py [--settings twoclass,multiclass_eps0.05] [--images 20] [--limit 60]
                                            [--baseline-images 5] [--baseline-limit 120] [--mip-images 1]
-                                           [--mip-limit 120] [--batch-images 0] [--add] [--batch-only] [--report]
+                                           [--mip-limit 120] [--batch-images 0] [--smallest-images 0] [--add] [--batch-only]
+                                           [--report]
                                            [--update-results]
 
 Settings: ``twoclass`` (full [0, 1] domain, the first --images test images that are a 1 or a 3),
@@ -16,7 +17,8 @@ the original: one MIP per pixel (`mip.NetworkMIP` built once over [0, 1]^784 wit
 pixel, `counterexample`), for at most --mip-limit seconds: its per-image time is the mean seconds per pixel times
 784, an extrapolation, marked as such. --batch-images N: min_explanation.py --indices 0:N --jobs 1 and then
 --jobs 2 on the multiclass eps 0.05 setting, wall seconds of each (fresh out-dirs); --batch-only re-measures only
-that. --add keeps the settings already in the JSON file and adds (or replaces) those of --settings.
+that. --smallest-images N: `explanation.smallest` on the first N test images (multiclass eps 0.05, --limit s).
+--add keeps the settings already in the JSON file and adds (or replaces) those of --settings.
 With --update-results writes benchmarks/explanation.json and the section "explanation" of benchmarks/RESULTS.md.
 """
 import argparse
@@ -131,6 +133,20 @@ def run_setting(name, args, pbar):
     return {"setting": name, "model": model, "epsilon": epsilon, "rows": rows}
 
 
+def smallest_runs(n, limit):
+    """Return `explanation.smallest` records on the first ``n`` test images, multiclass eps 0.05 (``limit`` s each)."""
+    net = load_network("multiclass")
+    test = load_test_set(verbose=False)
+    rows = []
+    for index in range(n):
+        cpu = time.process_time()
+        r = ex.smallest(net, test.x[index].astype(np.float64), epsilon=0.05, time_limit=limit)
+        rows.append({"index": index, "seconds": r.seconds, "cpu_seconds": time.process_time() - cpu, "size": r.size,
+                     "subset_size": r.subset_size, "lower_bound": r.lower_bound, "status": r.status,
+                     "hitting_sets": r.hitting_sets, "oracle_calls": r.oracle_calls})
+    return {"limit": limit, "rows": rows}
+
+
 def batch_timing(n):
     """Return the wall seconds of min_explanation.py --indices 0:n with --jobs 1 and --jobs 2 (multiclass eps 0.05)."""
     out = {}
@@ -155,6 +171,8 @@ def main():
     p.add_argument("--mip-limit", type=float, default=120.0, help="seconds per image of the plain MIP loop")
     p.add_argument("--batch-images", type=int, default=0, help="images of the --jobs 1 / --jobs 2 batch timing")
     p.add_argument("--report", action="store_true", help="only re-render the table from the JSON file")
+    p.add_argument("--smallest-images", type=int, default=0,
+                   help="also run --smallest on the first N test images (multiclass eps 0.05, --limit s each)")
     p.add_argument("--add", action="store_true",
                    help="keep the settings (and batch timing) already in the JSON file; run and add --settings")
     p.add_argument("--batch-only", action="store_true",
@@ -171,11 +189,12 @@ def main():
         return report(run, args)
     out = output_json(args, JSON)
     run = {"machine": machine_line(), "command": " ".join(["python benchmarks/bench_explanation.py"] + sys.argv[1:]),
-           "settings": [], "batch": None}
+           "settings": [], "batch": None, "smallest": None}
     names = [s for s in args.settings.split(",") if s]
     if args.add:
         old = read_json(saved_json(args, JSON))
         run["batch"] = old.get("batch")
+        run["smallest"] = old.get("smallest")
         run["settings"] = [s for s in old["settings"] if s["setting"] not in names]
         run["command"] = old["command"] + "; then " + run["command"]
         run["machine"] = old["machine"] + " Added settings: " + run["machine"]
@@ -183,6 +202,9 @@ def main():
         for name in names:
             run["settings"].append(run_setting(name, args, pbar))
             write_json(out, run)
+    if args.smallest_images:
+        run["smallest"] = smallest_runs(args.smallest_images, args.limit)
+        write_json(out, run)
     if args.batch_images:
         run["batch"] = batch_timing(args.batch_images)
         write_json(out, run)
@@ -255,6 +277,13 @@ def report(run, args):
         lines.append(f"- {s['model']} {eps}: " + "; ".join(items) + ".")
     problems = sum(len(r["witness_problems"]) for s in run["settings"] for r in s["rows"])
     lines += ["", f"Witness problems found by the forward-pass check: {problems}. For scale: {VERIX_PLUS}."]
+    if run.get("smallest"):
+        sm = run["smallest"]
+        lines += ["", f"Cardinality-minimal (`explanation.smallest`, implicit hitting sets with RC2, multiclass eps 0.05, "
+                      f"{sm['limit']:g} s each): " + "; ".join(
+                          f"image {r['index']}: {r['status']}, size {r['size']} (subset-minimal {r['subset_size']}), "
+                          f"proven lower bound {r['lower_bound']}, {r['hitting_sets']} sets, {r['oracle_calls']} calls, "
+                          f"CPU {r['cpu_seconds']:.1f} s" for r in sm["rows"]) + "."]
     if run.get("batch"):
         b = run["batch"]
         lines += ["", f"Batch (min_explanation.py --indices 0:{b['images']}, multiclass eps 0.05, whole process "
