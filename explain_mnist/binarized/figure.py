@@ -14,7 +14,8 @@ def flips_figure(result: dict):
     from explain_mnist.plots import show_image
     x = np.asarray(result["image_bits"], dtype=float)
     fig, axes = plt.subplots(1, 3, figsize=(8.4, 3.1))
-    show_image(axes[0], x, f"test image {result['index']}, binarized\nlabel {result['predicted']}")
+    truth = f" (true {result['true_label']})" if result.get("true_label") is not None else ""
+    show_image(axes[0], x, f"test image {result['index']}, binarized\npredicted {result['predicted']}{truth}")
     cex = result.get("counterexample")
     if cex is None:
         for ax in axes[1:]:
@@ -25,7 +26,7 @@ def flips_figure(result: dict):
     k = int(np.count_nonzero(cex != x))
     status = "minimal" if result.get("min_flips") is not None else "not proved minimal"
     show_image(axes[1], cex, f"{k} flipped pixel{'s' if k != 1 else ''} ({status})\n"
-               f"label {result['counterexample_label']}")
+               f"predicted {result['counterexample_label']}")
     marks = np.where(cex > x, 2, np.where(cex < x, 0, 1)).reshape(28, 28)
     base = np.where(x.reshape(28, 28) > 0, 0.75, 0.95)
     axes[2].imshow(base, cmap="gray", vmin=0, vmax=1)

@@ -2,6 +2,9 @@
 
 - `robustness`: can flipping at most k input bits change the label (to a target, if given)? Each encoding
   answers "robust" (no such flips) or "counterexample"; each counterexample is re-classified by the forward pass.
+  The SAT solver first checks a greedy attack's candidate (at most k flips) under assumptions and searches only if
+  there is none (CDCL alone took over 60 s to find a 2-flip counterexample HiGHS finds in 1.7 s); its time
+  includes the attack's. MIP and IP get no such seed.
 - `min_flips`: the fewest flips that change the label. A greedy attack (flip the bit that most raises the best
   other class's score margin, one at a time) gives a verified upper bound U; the SAT encoding
   is then asked for at most 1, 2, ... flips, each a fresh encoding for that budget (its own stable neurons: the
@@ -54,12 +57,22 @@ def sizes(encoded) -> dict:
     return encoded.sizes() if isinstance(encoded, cnf_mod.CNF) else milp.sizes(encoded)
 
 
-def solve(encoded, settings: Settings, fixed_flips=None) -> milp.Answer:
-    """Return the `Answer` of an encoded query (flips fixed to ``fixed_flips`` if given)."""
+def solve(encoded, settings: Settings, fixed_flips=None, hint=None) -> milp.Answer:
+    """Return the `Answer` of an encoded query (flips fixed to ``fixed_flips`` if given).
+
+    ``hint`` (CNF only): candidate flips, tried first under assumptions (the solver checks them against the whole
+    formula); the full search runs only if they do not satisfy it.
+    """
     if isinstance(encoded, cnf_mod.CNF):
         solver = cnf_mod.SatSolver(encoded, settings.sat_solver)
         try:
             start = time.perf_counter()
+            if hint is not None and fixed_flips is None:
+                answer = solver.solve(solver.fixed(hint), settings.time_limit)
+                if answer.status == "sat":
+                    answer.seconds = time.perf_counter() - start
+                    answer.detail = "the attack's candidate, checked by the SAT solver"
+                    return answer
             assumptions = [] if fixed_flips is None else solver.fixed(fixed_flips)
             answer = solver.solve(assumptions, settings.time_limit)
             answer.seconds = time.perf_counter() - start
@@ -102,13 +115,21 @@ def robustness(net: BinarizedNet, x0_bits: np.ndarray, k: int, target: int | Non
     compile_seconds = time.perf_counter() - start
     answers, seconds, size = {}, {}, {}
     found, verified, notes = None, True, []
+    hint, hint_seconds = None, 0.0
+    if "cnf" in settings.encodings and query.trivially is None and k > 0:
+        start = time.perf_counter()
+        attack = greedy_attack(net, query.x0, target, k, query.label)
+        hint = None if attack is None else (attack != query.x0)[query.free]
+        hint_seconds = time.perf_counter() - start
     for name in settings.encodings:
         start = time.perf_counter()
         answer = _trivial(query)
         if answer is None:
             encoded = encode(query, name, settings)
             size[name] = sizes(encoded)
-            answer = solve(encoded, settings)
+            answer = solve(encoded, settings, hint=hint if name == "cnf" else None)
+            if name == "cnf":
+                start -= hint_seconds
         seconds[name] = time.perf_counter() - start + compile_seconds
         if answer.status == "sat":
             bits = query.counterexample(answer.flips)
