@@ -107,6 +107,7 @@ def report(run: dict, args) -> None:
     lines = ["## Binarized network (binary.py, issue 14)", "", run["machine"], "",
              f"Shipped models/binary_net.npz (784-200-100-10, +-1 weights), first test images, HiGHS for MIP/IP, "
              f"{run['limit']:g} s per query; command: `benchmarks/bench_binary.py {run['command']}`.", "",
+             *([run["note"], ""] if run.get("note") else []),
              "CNF size of the k-flip query (median over the first 2 images; totalizer and sortnetwrk, which PySAT builds "
              "without regard to the bound, only for k <= 2):", "",
              "| k | encoding | variables | clauses | native constraints | seconds to encode |", "|---|---|---|---|---|---|"]
