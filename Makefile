@@ -26,6 +26,7 @@ models: $(VENV)/.installed
 	$(PYTHON) train_twoclass.py
 	$(PYTHON) train_multiclass.py
 	$(PYTHON) train_cnn_simple.py
+	$(PYTHON) binary.py train
 
 bench: $(VENV)/.installed
 	$(PYTHON) benchmarks/bench_core.py
