@@ -646,13 +646,17 @@ def min_adversarial(net: Network, x0: np.ndarray, norm: str, targets="all", marg
         raise ValueError(f"target {c} is the predicted class")
     if targets != "any":
         results = []
-        for t in chosen:
-            results.append(solve_target(net, x0, t, norm, margin, solver, time_limit, threads,
-                                        linf_method=linf_method))
-            if progress is not None:
-                progress(results[-1])
-            if results[-1].status == "interrupted":
-                break
+        try:
+            for t in chosen:
+                results.append(solve_target(net, x0, t, norm, margin, solver, time_limit, threads,
+                                            linf_method=linf_method))
+                if progress is not None:
+                    progress(results[-1])
+                if results[-1].status == "interrupted":
+                    break
+        except KeyboardInterrupt:        # between two targets (solve_target keeps its own): the next one is cut
+            if not results or results[-1].status != "interrupted":
+                results.append(_interrupted(chosen[min(len(results), len(chosen) - 1)]))
         return results
     start = time.perf_counter()
     try:
@@ -661,18 +665,27 @@ def min_adversarial(net: Network, x0: np.ndarray, norm: str, targets="all", marg
         return [TargetResult(None, "interrupted", seconds=time.perf_counter() - start, method="interrupted (Ctrl-C)")]
     order = sorted(chosen, key=lambda t: np.inf if attacks[t] is None else distance(attacks[t], x0, norm))
     best, per_target = None, []
-    for t in order:
-        cutoff = np.inf if best is None else best.objective
-        result = solve_target(net, x0, t, norm, margin, solver, time_limit, threads, start_x=attacks[t],
-                              cutoff=cutoff, linf_method=linf_method)
+
+    def record(t: int, result: TargetResult) -> None:
         per_target.append(dict(target=t, status=result.status, objective=result.objective, bound=result.bound,
                                method=result.method, seconds=result.seconds))
-        if progress is not None:
-            progress(result)
-        if result.adversarial is not None and (best is None or result.objective < best.objective):
-            best = result
-        if result.status == "interrupted":
-            break
+
+    try:
+        for t in order:
+            cutoff = np.inf if best is None else best.objective
+            result = solve_target(net, x0, t, norm, margin, solver, time_limit, threads, start_x=attacks[t],
+                                  cutoff=cutoff, linf_method=linf_method)
+            record(t, result)
+            if result.adversarial is not None and (best is None or result.objective < best.objective):
+                best = result
+            if progress is not None:
+                progress(result)
+            if result.status == "interrupted":
+                break
+    except KeyboardInterrupt:            # between two targets: the next one is cut
+        if not per_target or per_target[-1]["status"] != "interrupted":
+            t = order[min(len(per_target), len(order) - 1)]
+            record(t, _interrupted(t))
     statuses = {r["status"] for r in per_target}
     interrupted = "interrupted" in statuses
     if best is None:
@@ -688,6 +701,11 @@ def min_adversarial(net: Network, x0: np.ndarray, norm: str, targets="all", marg
     best.seconds = time.perf_counter() - start
     best.stages = dict(best.stages, targets=per_target)
     return [best]
+
+
+def _interrupted(t: int) -> TargetResult:
+    """Return the result of a target that a Ctrl-C cut before its search found anything."""
+    return TargetResult(t, "interrupted", method="interrupted (Ctrl-C)")
 
 
 # ----------------------------------------------------------------------------- what the scripts run

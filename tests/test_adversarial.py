@@ -482,3 +482,28 @@ def test_time_limit_gives_the_best_image_and_a_lower_bound(multiclass_net, test_
     assert result.status in ("time_limit", "optimal")
     assert multiclass_net.predict(result.adversarial) == 1
     assert result.bound is not None and result.bound <= result.objective
+
+
+@pytest.mark.parametrize("targets", ["all", "any"])
+def test_ctrl_c_between_targets_keeps_the_finished_ones(targets):
+    """A Ctrl-C that lands between two targets (here: in the progress callback) cuts the next one, nothing else."""
+    net, x0 = linear_multiclass(3)
+    chosen = adv.other_classes(net, int(net.predict(x0)))
+    finished = []
+
+    def progress(result):
+        finished.append((result, result.status))
+        raise KeyboardInterrupt
+
+    results = adv.min_adversarial(net, x0, "l1", targets, progress=progress)
+    assert len(finished) == 1 and finished[0][1] == "optimal"
+    if targets == "all":
+        assert [r.target for r in results] == chosen[:2]
+        assert results[0] is finished[0][0] and results[1].status == "interrupted" and results[1].adversarial is None
+    else:
+        [best] = results
+        statuses = [r["status"] for r in best.stages["targets"]]
+        assert statuses == ["optimal", "interrupted"] and best.status == "interrupted" and best.bound is None
+        expected = brute_force(net, x0, best.target, "l1")
+        assert best.target == best.stages["targets"][0]["target"] and net.predict(best.adversarial) == best.target
+        assert abs(best.objective - expected) <= objective_tol(expected)
