@@ -68,6 +68,7 @@ WITNESS_RELATIVE = 1e-7     # a witness's smallest margin must be below -this ti
 BATCH_ATTACK = dict(restarts=0, steps=8, targets_per_start=1)   # the batched attack's descent budget
 BATCH_SEEDS = 4             # latest counterexamples seeding the batched attack
 BATCH_ATTACK_PIXELS = 128   # attack_many runs on at most this many pending pixels (the next in order)
+GALLOP_FACTOR = 3.0         # a decisive query over several pixels gets this many times the last single one's time
 
 
 @dataclass
@@ -300,31 +301,54 @@ class _Search:
         deferred = []
         k = FIRST_CHUNK
         hard = False        # the last single pixel needed the decisive verifier, and more than a budget's time
+        hard_seconds = 0.0  # ... that long
+        gallop = 1          # while hard: pixels per decisive query (doubles after a proof, halves after an unknown)
         while pending and not self.out_of_time():
-            chunk = pending[:k]
-            verdict = None if hard and len(chunk) == 1 else self.query(chunk, budget)
-            if verdict is not None and verdict.verdict == "robust":
-                self.free[chunk] = True
-                self.pixels_by["freed_by_chunk"] += len(chunk)
-                pending = pending[len(chunk):]
-                k = min(2 * k, MAX_CHUNK)
-                continue
-            if len(chunk) == 1 and (verdict is None or verdict.verdict == "unknown"):
-                # a hard single pixel: decide it now (an answer either way helps: a freed pixel, or a
-                # counterexample that seeds the batched attack); only the overall time limit stops it. While
-                # single pixels keep needing it, go to it directly.
-                verdict = self.query(chunk, None, decisive=True)
-                hard = budget is not None and verdict.seconds > budget
+            if hard:
+                chunk = pending[:gallop]
+                single = len(chunk) == 1
+                verdict = self.query(chunk, None if single else GALLOP_FACTOR * hard_seconds, decisive=True)
+                if single:
+                    hard, hard_seconds = budget is not None and verdict.seconds > budget, verdict.seconds
                 if verdict.verdict == "robust":
                     self.free[chunk] = True
-                    self.pixels_by["freed_by_chunk"] += 1
-                    pending = pending[1:]
+                    self.pixels_by["freed_by_chunk"] += len(chunk)
+                    pending = pending[len(chunk):]
+                    gallop = min(2 * gallop, MAX_CHUNK)
                     continue
                 if verdict.verdict == "unknown":
-                    deferred.append(chunk[0])
-                    pending = pending[1:]
+                    if single:
+                        deferred.append(chunk[0])
+                        pending = pending[1:]
+                    gallop = max(1, gallop // 2)
                     continue
-            if verdict.verdict == "unknown":
+                gallop = 1
+            else:
+                chunk = pending[:k]
+                verdict = self.query(chunk, budget)
+                if verdict.verdict == "robust":
+                    self.free[chunk] = True
+                    self.pixels_by["freed_by_chunk"] += len(chunk)
+                    pending = pending[len(chunk):]
+                    k = min(2 * k, MAX_CHUNK)
+                    continue
+                if len(chunk) == 1 and verdict.verdict == "unknown":
+                    # a hard single pixel: decide it now (an answer either way helps: a freed pixel, or a
+                    # counterexample that seeds the batched attack); only the overall time limit stops it. While
+                    # single pixels keep needing it, go to it directly, galloping over the pixels that follow.
+                    verdict = self.query(chunk, None, decisive=True)
+                    hard, hard_seconds = budget is not None and verdict.seconds > budget, verdict.seconds
+                    gallop = 2
+                    if verdict.verdict == "robust":
+                        self.free[chunk] = True
+                        self.pixels_by["freed_by_chunk"] += 1
+                        pending = pending[1:]
+                        continue
+                    if verdict.verdict == "unknown":
+                        deferred.append(chunk[0])
+                        pending = pending[1:]
+                        continue
+            if verdict.verdict == "unknown":      # a chunk the cheap query left open
                 k = max(1, len(chunk) // 2)
                 continue
             kept = self.settle_counterexample(verdict.counterexample, chunk)
