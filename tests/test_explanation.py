@@ -16,6 +16,7 @@ from scipy.optimize import LinearConstraint, milp
 
 from explain_mnist import explanation as ex
 from explain_mnist.network import Affine, Network, ReLU
+from explain_mnist.verifier import Verdict, Verifier
 
 TOL = 1e-6   # minima closer to 0 than this are ties that the test does not rely on
 
@@ -132,6 +133,28 @@ def test_tiny_nets_against_enumeration(seed, epsilon):
     assert s.size == smallest == s.lower_bound
     assert table[tuple(s.explanation)]
     check_witnesses(net, x0, s, lo, hi)
+
+
+class NeverDecides(Verifier):
+    """A cheap verifier that decides nothing: every pixel goes to the decisive verifier, which gallops."""
+
+    def verify(self, lo, hi, c, time_limit=None):
+        return Verdict("unknown", method="bab")
+
+
+@pytest.mark.parametrize("seed,epsilon", CASES)
+def test_decisive_galloping_against_enumeration(seed, epsilon):
+    """Only the decisive verifier answers (single pixels, then 2, 4, ... at once): still sufficient and minimal."""
+    net, x0, c, lo, hi, table = tiny_case(seed, epsilon)
+    if any(v is None for v in table.values()):
+        pytest.skip("a subset decided within the tie tolerance")
+    r = ex.subset_minimal(net, x0, epsilon=epsilon, query_seconds=0.0, verifier=NeverDecides(net))
+    assert r.status == "minimal" and r.decided_by.get("unknown", 0) >= 1
+    E = tuple(r.explanation)
+    assert table[E], "the explanation is not sufficient"
+    for p in E:
+        assert not table[tuple(q for q in E if q != p)]
+    check_witnesses(net, x0, r, lo, hi)
 
 
 def test_every_pixel_needed_or_none():
