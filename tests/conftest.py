@@ -1,5 +1,6 @@
 """Shared fixtures: a private KERAS_HOME, the shipped models and the shipped MNIST test set, loaded once per session."""
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -9,6 +10,10 @@ import pytest
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="keras_home_")  # never the user's ~/.keras
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.pop("MNIST_PATH", None)
+# a shell that starts a job in the background sets SIGINT to "ignore", which every child inherits, so the Ctrl-C
+# tests' scripts would never see theirs; a handler here is reset to the default in each child, which Python needs
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from explain_mnist.threads import limit_threads  # noqa: E402
