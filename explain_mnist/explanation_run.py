@@ -4,10 +4,11 @@ One image: `run_one` computes the explanation (`explanation.subset_minimal` or `
 re-classifies every witness with the model's own framework (`models.reference_classes`; a witness it does not
 confirm makes its pixel undecided and the status ``time_limit``), writes the witnesses to an ``.npz`` beside the
 JSON (arrays ``pixels``, ``witnesses``, ``classes``, ``image``), then the JSON, then the figure drawn from the
-JSON. A batch (`run_batch`): test images A..B-1, one JSON + ``.npz`` per image under the out-dir (written by the
-worker that computed it, atomically; an image whose JSON is there is skipped, so an interrupted batch resumes),
-in parallel processes (joblib; or on a Dask cluster through joblib's Dask backend), then ``summary.json`` and the
-grid figure drawn from the saved JSONs.
+JSON. A batch (`run_batch`): test images A..B-1 computed in parallel processes (joblib; or on a Dask cluster
+through joblib's Dask backend) that only compute; this process re-checks each result's witnesses as it arrives
+(so only it starts TensorFlow) and writes one JSON + ``.npz`` per image under the out-dir, atomically; an image
+whose JSON is there is skipped, so an interrupted batch resumes. Then ``summary.json`` and the grid figure drawn
+from the saved JSONs.
 """
 from __future__ import annotations
 
@@ -237,9 +238,6 @@ def draw(figure, data, path) -> None:
 
 # ----------------------------------------------------------------------------------------- batch
 
-_NETWORKS: dict = {}
-
-
 def image_result_path(out_dir, model: str, index: int) -> Path:
     """Return the JSON of test image ``index`` in a batch's out-dir."""
     return Path(out_dir) / f"explanation_{Path(model).stem}_{index}.json"
@@ -259,18 +257,18 @@ def done_result(path: Path) -> dict | None:
     return result
 
 
-def explain_test_image(model: str, data, index: int, options: dict, out_dir: str) -> dict:
-    """Compute, check and write the result of test image ``index`` (a batch worker); return its summary row."""
-    from explain_mnist.data import load_test_set
-    from explain_mnist.models import load_network
-    from explain_mnist.results import write_json
+def explain_test_image(net, x0: np.ndarray, index: int, options: dict):
+    """Return ``(index, Explanation of x0)``: a batch worker's work, computation only (no files, no TensorFlow)."""
     from explain_mnist.threads import limit_threads
     limit_threads(options["threads"])
-    if model not in _NETWORKS:
-        _NETWORKS[model] = (load_network(model), load_test_set(data, verbose=False))
-    net, test = _NETWORKS[model]
+    return index, explain(net, x0, options)
+
+
+def save_test_image(net, model: str, test, index: int, result, out_dir) -> dict:
+    """Check a worker's result with the model's own framework, write its ``.npz`` and JSON (atomically, in that
+    order); return its summary row."""
+    from explain_mnist.results import write_json
     x0 = test.x[index].astype(np.float64)
-    result = explain(net, x0, options)
     classes = confirm_witnesses(net, result)
     path = image_result_path(out_dir, model, index)
     npz = path.with_suffix(".npz")
@@ -336,7 +334,7 @@ def run_batch(args) -> dict:
     figure = None if args.no_figure else (args.figure or str(out_dir / "explanations_grid.png"))
     if figure:
         check_output(figure, f"--figure {figure}")
-    load_model(args)          # a bad model: one error line before any worker starts
+    net = load_model(args)    # a bad model: one error line before any worker starts
     client = connect_dask(args.dask_scheduler) if args.dask_scheduler else None
     log(f"data: {test.source}, {len(test)} images")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -345,18 +343,16 @@ def run_batch(args) -> dict:
         log(f"{len(indices) - len(todo)} of {len(indices)} images already done in {out_dir}: skipped")
     start = time.perf_counter()
     options = settings(args)
-    tasks = (joblib.delayed(explain_test_image)(args.model, args.data, i, options, str(out_dir)) for i in todo)
+    tasks = (joblib.delayed(explain_test_image)(net, test.x[i].astype(np.float64), i, options) for i in todo)
     try:
         if client is not None:
             with joblib.parallel_config(backend="dask"):
-                for _ in tqdm(joblib.Parallel(return_as="generator_unordered")(tasks), total=len(todo),
-                              desc="explanations", unit="image", file=sys.stderr, disable=not todo):
-                    pass
+                finished = joblib.Parallel(return_as="generator_unordered")(tasks)
         else:
-            parallel = joblib.Parallel(n_jobs=args.jobs, return_as="generator_unordered")
-            for _ in tqdm(parallel(tasks), total=len(todo), desc="explanations", unit="image", file=sys.stderr,
-                          disable=not todo):
-                pass
+            finished = joblib.Parallel(n_jobs=args.jobs, return_as="generator_unordered")(tasks)
+        for index, result in tqdm(finished, total=len(todo), desc="explanations", unit="image", file=sys.stderr,
+                                  disable=not todo):
+            save_test_image(net, args.model, test, index, result, out_dir)
     finally:
         if client is not None:
             client.close()
