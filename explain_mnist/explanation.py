@@ -63,7 +63,7 @@ from explain_mnist.verifier import Verifier
 FIRST_CHUNK = 32            # pixels in the first chunk query
 MAX_CHUNK = 512
 QUERY_SECONDS = 1.0         # a verifier query's budget (then a chunk is split, a single pixel decided anyway)
-FINAL_NODES = 20_000        # the decisive verifier: branch-and-bound nodes before its MIP (no time limit)
+FINAL_NODES = 100_000       # the decisive verifier: branch-and-bound nodes before its MIP (no time limit)
 WITNESS_RELATIVE = 1e-7     # a witness's smallest margin must be below -this times the image's margin scale
 BATCH_ATTACK = dict(restarts=0, steps=8, targets_per_start=1)   # the batched attack's descent budget
 BATCH_SEEDS = 4             # latest counterexamples seeding the batched attack
