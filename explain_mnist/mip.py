@@ -289,7 +289,7 @@ def min_distance(net: Network, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, b
     indicators = model.n_cols
     add_distance(model, norm, limit=limit, lower=lower)
     add_target(model, C, margin)
-    kind = f"min_{norm}"
+    kind = "min_l0_one_logit" if norm == "l0" and net.n_outputs == 1 else f"min_{norm}"
     if solver == "auto":
         name, reason = choose_solver(kind, model.n_cols, model.n_rows, quadratic=model.is_quadratic,
                                      integers=model.n_binaries > 0)
