@@ -42,10 +42,11 @@ Per target, cheapest first:
      per norm by `solvers.choose_solver` (l2 is a MIQP, which HiGHS cannot solve: SCIP or
      CPLEX if the model fits its Community Edition; a convex QP once no binary is left, which
      HiGHS solves too) and reported.
-   - linf, with ``linf_method="bisection"``: first bisection on the radius with the `Verifier`
-     on the target network ``N_t`` until the gap is `LINF_BISECTION_GAP`, then the MIP in the
-     window left (``lower <= r``); slower than the MIP alone on the shipped nets (see
-     `LINF_METHODS`), so not the default. The Verifier decides "every x in the box keeps
+   - linf, with ``linf_method="bisection"`` (and with "auto", the default, where the MIP would not
+     go to CPLEX): first bisection on the radius with the `Verifier` on the target network ``N_t``
+     until the gap is `LINF_BISECTION_GAP`, then the MIP in the window left (``lower <= r``, which
+     drops the row of every pixel side that cannot move past ``lower``); slower than the MIP alone
+     where CPLEX takes the MIP anyway (see `LINF_METHODS`). The Verifier decides "every x in the box keeps
      class c", a conjunction of margins that one point breaks; "some x makes t win" is a
      conjunction at one point. So ``N_t`` has one output
      ``h(x) - MARGIN``, class 1 iff it is > 0 (a sigmoid net; `target_network`): f's layers
@@ -81,8 +82,10 @@ REGION_SHRINK = OPTIMAL_RELATIVE / 2   # l1, l2, linf: the region holds the imag
 MIP_GAP = 1e-7                # relative gap the MIP solvers stop at (absolute gap 0)
 LINF_BISECTION_GAP = 1e-2     # l-inf bisection: with the verifier until (upper - lower) <= this * upper, then the MIP
 # l-inf after the attack: the MIP over the region at once, or bisection with the verifier first (measured on
-# multiclass test image 0, CPLEX: the MIP alone 0.2-1.3 s per target; bisection 0.4-17 s, its MIP 0.1-0.5 s)
-LINF_METHODS = ("mip", "bisection")
+# multiclass test image 0, CPLEX: the MIP alone 0.2-1.3 s per target; bisection 0.4-17 s, its MIP 0.1-0.5 s);
+# "auto": bisection first only where the MIP would not go to CPLEX (twoclass test images 18 and 51: 6.2 s and
+# 9.6 s with SCIP, 0.9 s and 2.5 s bisecting first, its trimmed MIP then fitting the Community Edition)
+LINF_METHODS = ("auto", "mip", "bisection")
 FAB_ITERATIONS = 100          # boundary steps of the attack (FAB, Croce and Hein 2020), from each start
 FAB_RESTARTS = 3              # random starts besides x0 ...
 FAB_START_NOISE = 0.1         # ... uniform within this of x0 (clipped to [0, 1])
@@ -495,20 +498,36 @@ def _bisect_linf(q: _Target, solver: str, threads: int) -> None:
     q.stages.update(bisection_steps=steps, bisection_seconds=time.perf_counter() - started)
 
 
-def _solve_mip(q: _Target, solver: str, threads: int, bounds: Bounds, region: float) -> str:
-    """Run the MIP over the region; return what it proved: "optimal", "none_better", "stopped" or "error"."""
-    from explain_mnist.mip import min_distance
-
+def _distance_problem(q: _Target, bounds: Bounds, region: float) -> dict:
+    """Return the arguments of `mip.min_distance` that state q's problem over the region."""
     lo, hi = (np.zeros_like(q.x0), np.ones_like(q.x0)) if not np.isfinite(region) else region_box(q.x0, q.norm,
                                                                                                    region)
     # the distance bounded by a row too for l1 and linf (HiGHS prunes with nothing else); for l0 that row slowed
     # both SCIP and HiGHS down (twoclass test image 18: 19.6 s against 8.5 s, and 5.8 s against 1.8 s)
     linear_limit = region if q.norm in ("l1", "linf") and np.isfinite(region) else None
-    solve = min_distance(q.net, q.x0, lo, hi, bounds, q.norm, q.net.spec_matrix(q.t), q.margin, solver=solver,
-                         time_limit=q.remaining(), threads=threads,
-                         cutoff=q.cutoff if np.isfinite(q.cutoff) else None, limit=linear_limit,
-                         lower=q.lower if q.norm == "linf" and q.lower > 0 else None, mip_gap=MIP_GAP, abs_gap=0.0,
-                         active_columns=True)
+    return dict(net=q.net, x0=q.x0, lo=lo, hi=hi, bounds=bounds, norm=q.norm, C=q.net.spec_matrix(q.t),
+                margin=q.margin, limit=linear_limit, lower=q.lower if q.norm == "linf" and q.lower > 0 else None,
+                active_columns=True)
+
+
+def _bisection_first(q: _Target, solver: str, bounds: Bounds, region: float) -> bool:
+    """Return True if l-inf's "auto" method bisects first: with --solver auto, where the MIP would not go to an
+    installed CPLEX. Bisection's lower bound r drops the rows of every pixel side that cannot move past r, which
+    can bring the model inside the Community Edition's limit."""
+    from explain_mnist.mip import min_distance_solver
+    from explain_mnist.solvers import is_installed
+    if solver != "auto" or q.x is None or not is_installed("cplex"):
+        return False
+    return min_distance_solver(**_distance_problem(q, bounds, region)) != "cplex"
+
+
+def _solve_mip(q: _Target, solver: str, threads: int, bounds: Bounds, region: float) -> str:
+    """Run the MIP over the region; return what it proved: "optimal", "none_better", "stopped" or "error"."""
+    from explain_mnist.mip import min_distance
+
+    solve = min_distance(**_distance_problem(q, bounds, region), solver=solver, time_limit=q.remaining(),
+                         threads=threads, cutoff=q.cutoff if np.isfinite(q.cutoff) else None, mip_gap=MIP_GAP,
+                         abs_gap=0.0)
     result = solve.result
     q.solver = f"{solve.solver} ({solve.reason})"
     q.stages.update(mip_seconds=result.seconds, mip_nodes=int(result.nodes or 0), mip_status=result.status,
@@ -549,7 +568,7 @@ def _proved_optimal(q: _Target) -> bool:
 
 def solve_target(net: Network, x0: np.ndarray, t: int, norm: str, margin: float = MARGIN, solver: str = "auto",
                  time_limit: float | None = None, threads: int = 1, start_x: np.ndarray | None = None,
-                 cutoff: float = np.inf, linf_method: str = "mip") -> TargetResult:
+                 cutoff: float = np.inf, linf_method: str = "auto") -> TargetResult:
     """Return the `TargetResult` of the smallest change of ``x0`` that makes ``net`` predict ``t`` (module docstring).
 
     ``start_x``: an image with class t already known (else `attack_target` runs); ``cutoff``: only
@@ -593,7 +612,8 @@ def _search_target(q: _Target, start_x: np.ndarray | None, solver: str, threads:
         q.region_empty(region)
         method, outcome = "attack+bounds" if np.isfinite(region) else "bounds", "none_better"
     else:
-        if norm == "linf" and linf_method == "bisection" and q.x is not None:
+        if norm == "linf" and q.x is not None and (linf_method == "bisection" or (
+                linf_method == "auto" and _bisection_first(q, solver, bounds, region))):
             _bisect_linf(q, solver, threads)
             method = "bisection"
             region = q.region()
@@ -631,7 +651,7 @@ def other_classes(net: Network, c: int) -> list[int]:
 
 def min_adversarial(net: Network, x0: np.ndarray, norm: str, targets="all", margin: float = MARGIN,
                     solver: str = "auto", time_limit: float | None = None, threads: int = 1,
-                    progress=None, linf_method: str = "mip") -> list[TargetResult]:
+                    progress=None, linf_method: str = "auto") -> list[TargetResult]:
     """Return one `TargetResult` per target (``targets``: "all", "any" or a list of classes other than x0's).
 
     With "any" the list holds one result: the overall minimum, its ``stages["targets"]`` listing

@@ -48,7 +48,8 @@ folded into the first bias), so the input columns are ``delta_p = x_p - x0_p`` w
   ``r + delta_p >= 0`` (where ``dl_p < 0``); minimise ``r``.
 
 With ``limit`` (linear norms) the distance is also bounded: ``sum s <= limit`` (l0), the sum of
-the l1 terms ``<= limit`` (l1), ``r <= limit`` (linf); with ``lower``, ``r >= lower`` (linf).
+the l1 terms ``<= limit`` (l1), ``r <= limit`` (linf); with ``lower``, ``r >= lower`` (linf), and a pixel side
+that cannot move farther than ``lower`` gets no row.
 The target: every row of ``C (L v + o) >= margin``, where ``L v + o`` are the logits and ``C``
 is `Network.spec_matrix` of the target class (argmax: ``logit_t - logit_j``; sigmoid: ``+-logit``).
 """
@@ -383,8 +384,9 @@ def add_distance(model: MIPModel, norm: str, limit: float | None = None, lower: 
         terms = sp.csr_matrix(model.c[None, :])
     else:
         r = model.add_columns(0.0 if lower is None else lower, np.inf if limit is None else limit, c=1.0)
+        floor = 0.0 if lower is None else lower      # |delta| <= floor <= r needs no row
         for side, sign in ((dh, 1.0), (dl, -1.0)):   # r - delta >= 0 where delta can be > 0; r + delta >= 0
-            idx = np.flatnonzero(side != 0)
+            idx = np.flatnonzero(np.abs(side) > floor)
             where = np.concatenate([np.full(idx.size, r[0]), cols[idx]])
             rows = sp.csr_matrix((np.concatenate([np.ones(idx.size), np.full(idx.size, -sign)]),
                                   (np.tile(np.arange(idx.size), 2), where)), shape=(idx.size, model.n_cols))

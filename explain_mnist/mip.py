@@ -269,6 +269,32 @@ class DistanceSolve:
     model_size: str
 
 
+def _distance_model(net, x0, lo, hi, bounds, norm, C, margin, limit, lower, active_columns):
+    """Return ``(model, first indicator column, lo, hi)`` of `min_distance`'s problem (unseen pixels fixed)."""
+    used = np.asarray(abs(sp.csr_matrix(net.affines[0].W)).sum(axis=0)).ravel() > 0
+    lo, hi = np.where(used, lo, x0), np.where(used, hi, x0)     # a pixel no neuron sees never changes
+    model = encode_network(shifted_network(net, x0), lo - x0, hi - x0, bounds, active_columns=active_columns)
+    indicators = model.n_cols
+    add_distance(model, norm, limit=limit, lower=lower)
+    add_target(model, C, margin)
+    return model, indicators, lo, hi
+
+
+def _auto_solver(net, norm: str, model) -> tuple[str, str]:
+    kind = "min_l0_one_logit" if norm == "l0" and net.n_outputs == 1 else f"min_{norm}"
+    return choose_solver(kind, model.n_cols, model.n_rows, quadratic=model.is_quadratic,
+                         integers=model.n_binaries > 0)
+
+
+def min_distance_solver(net: Network, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, bounds: Bounds, norm: str,
+                        C: np.ndarray, margin: float, limit: float | None = None, lower: float | None = None,
+                        active_columns: bool = False) -> str:
+    """Return the solver that `min_distance` with ``solver="auto"`` would take for these arguments."""
+    model = _distance_model(net, np.asarray(x0, dtype=np.float64), lo, hi, bounds, norm, C, margin, limit, lower,
+                            active_columns)[0]
+    return _auto_solver(net, norm, model)[0]
+
+
 def min_distance(net: Network, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, bounds: Bounds, norm: str,
                  C: np.ndarray, margin: float, solver: str = "auto", time_limit: float | None = None,
                  threads: int = 1, cutoff: float | None = None, limit: float | None = None,
@@ -283,16 +309,10 @@ def min_distance(net: Network, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, b
     see `encoding.encode_network`.
     """
     x0 = np.asarray(x0, dtype=np.float64)
-    used = np.asarray(abs(sp.csr_matrix(net.affines[0].W)).sum(axis=0)).ravel() > 0
-    lo, hi = np.where(used, lo, x0), np.where(used, hi, x0)     # a pixel no neuron sees never changes
-    model = encode_network(shifted_network(net, x0), lo - x0, hi - x0, bounds, active_columns=active_columns)
-    indicators = model.n_cols
-    add_distance(model, norm, limit=limit, lower=lower)
-    add_target(model, C, margin)
-    kind = "min_l0_one_logit" if norm == "l0" and net.n_outputs == 1 else f"min_{norm}"
+    model, indicators, lo, hi = _distance_model(net, x0, lo, hi, bounds, norm, C, margin, limit, lower,
+                                                active_columns)
     if solver == "auto":
-        name, reason = choose_solver(kind, model.n_cols, model.n_rows, quadratic=model.is_quadratic,
-                                     integers=model.n_binaries > 0)
+        name, reason = _auto_solver(net, norm, model)
     else:
         name, reason = solver, "chosen with --solver"
     backend = make_solver(name, model, time_limit=time_limit, threads=threads, mip_gap=mip_gap, abs_gap=abs_gap)

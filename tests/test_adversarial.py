@@ -507,3 +507,28 @@ def test_ctrl_c_between_targets_keeps_the_finished_ones(targets):
         expected = brute_force(net, x0, best.target, "l1")
         assert best.target == best.stages["targets"][0]["target"] and net.predict(best.adversarial) == best.target
         assert abs(best.objective - expected) <= objective_tol(expected)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_linf_lower_bound_drops_rows_and_keeps_the_optimum(seed):
+    """With a proven lower bound r0 on the radius, pixel sides that cannot move past r0 get no row: same optimum
+    (scipy's linprog on the linear model), fewer rows."""
+    from explain_mnist.bounds import interval_bounds
+    from explain_mnist.mip import min_distance
+
+    rng = np.random.default_rng(300 + seed)
+    net = linear_sigmoid(rng, 40)
+    x0 = rng.uniform(size=40)
+    x0[:10] = rng.uniform(0.0, 0.02, size=10)          # pixels near 0: their downward side is short
+    t = 1 - net.predict(x0)
+    C = net.spec_matrix(t)
+    expected = lp_distance(x0, "linf", net.affines[0].dense_W(), net.affines[0].b, C)[0]
+    lo, hi = np.zeros(40), np.ones(40)
+    bounds = interval_bounds(net, lo, hi)
+    free = min_distance(net, x0, lo, hi, bounds, "linf", C, adv.MARGIN, solver="highs")
+    below = min_distance(net, x0, lo, hi, bounds, "linf", C, adv.MARGIN, solver="highs", lower=0.5 * expected)
+    for solve in (free, below):
+        assert solve.result.status == "optimal"
+        assert abs(solve.result.objective - expected) <= objective_tol(expected)
+    rows = [int(s.model_size.split(" rows")[0].split(", ")[-1]) for s in (free, below)]
+    assert rows[1] < rows[0]
