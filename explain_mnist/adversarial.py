@@ -675,8 +675,8 @@ def min_adversarial(net: Network, x0: np.ndarray, norm: str, targets="all", marg
                 if results[-1].status == "interrupted":
                     break
         except KeyboardInterrupt:        # between two targets (solve_target keeps its own): the next one is cut
-            if not results or results[-1].status != "interrupted":
-                results.append(_interrupted(chosen[min(len(results), len(chosen) - 1)]))
+            if len(results) < len(chosen) and not (results and results[-1].status == "interrupted"):
+                results.append(_interrupted(chosen[len(results)]))
         return results
     start = time.perf_counter()
     try:
@@ -703,8 +703,8 @@ def min_adversarial(net: Network, x0: np.ndarray, norm: str, targets="all", marg
             if result.status == "interrupted":
                 break
     except KeyboardInterrupt:            # between two targets: the next one is cut
-        if not per_target or per_target[-1]["status"] != "interrupted":
-            t = order[min(len(per_target), len(order) - 1)]
+        if len(per_target) < len(order) and not (per_target and per_target[-1]["status"] == "interrupted"):
+            t = order[len(per_target)]
             record(t, _interrupted(t))
     statuses = {r["status"] for r in per_target}
     interrupted = "interrupted" in statuses

@@ -532,3 +532,22 @@ def test_linf_lower_bound_drops_rows_and_keeps_the_optimum(seed):
         assert abs(solve.result.objective - expected) <= objective_tol(expected)
     rows = [int(s.model_size.split(" rows")[0].split(", ")[-1]) for s in (free, below)]
     assert rows[1] < rows[0]
+
+
+@pytest.mark.parametrize("targets", ["all", "any"])
+def test_ctrl_c_after_the_last_target_adds_no_row(targets):
+    """A Ctrl-C in the progress callback of the last target: every target is done, none is reported twice."""
+    net, x0 = linear_multiclass(3)
+    chosen = adv.other_classes(net, int(net.predict(x0)))
+    seen = []
+
+    def progress(result):
+        seen.append(result.target)
+        if len(seen) == len(chosen):
+            raise KeyboardInterrupt
+
+    results = adv.min_adversarial(net, x0, "l1", targets, progress=progress)
+    rows = [r.target for r in results] if targets == "all" else [r["target"] for r in results[0].stages["targets"]]
+    assert sorted(rows) == chosen
+    statuses = [r.status for r in results] if targets == "all" else [r["status"] for r in results[0].stages["targets"]]
+    assert "interrupted" not in statuses
