@@ -296,6 +296,12 @@ class _Search:
             return left[0]
         return None
 
+    def release(self, chunk: list, pending: list) -> list:
+        """Free the pixels of ``chunk`` (the first of ``pending``, proved robust together); return the rest."""
+        self.free[chunk] = True
+        self.pixels_by["freed_by_chunk"] += len(chunk)
+        return pending[len(chunk):]
+
     def deletion(self, pending: list, budget: float | None) -> list:
         """Run the chunked deletion over ``pending`` (in order); return the pixels it could not decide in time."""
         deferred = []
@@ -311,9 +317,7 @@ class _Search:
                 if single:
                     hard, hard_seconds = budget is not None and verdict.seconds > budget, verdict.seconds
                 if verdict.verdict == "robust":
-                    self.free[chunk] = True
-                    self.pixels_by["freed_by_chunk"] += len(chunk)
-                    pending = pending[len(chunk):]
+                    pending = self.release(chunk, pending)
                     gallop = min(2 * gallop, MAX_CHUNK)
                     continue
                 if verdict.verdict == "unknown":
@@ -327,9 +331,7 @@ class _Search:
                 chunk = pending[:k]
                 verdict = self.query(chunk, budget)
                 if verdict.verdict == "robust":
-                    self.free[chunk] = True
-                    self.pixels_by["freed_by_chunk"] += len(chunk)
-                    pending = pending[len(chunk):]
+                    pending = self.release(chunk, pending)
                     k = min(2 * k, MAX_CHUNK)
                     continue
                 if len(chunk) == 1 and verdict.verdict == "unknown":
@@ -340,9 +342,7 @@ class _Search:
                     hard, hard_seconds = budget is not None and verdict.seconds > budget, verdict.seconds
                     gallop = 2
                     if verdict.verdict == "robust":
-                        self.free[chunk] = True
-                        self.pixels_by["freed_by_chunk"] += 1
-                        pending = pending[1:]
+                        pending = self.release(chunk, pending)
                         continue
                     if verdict.verdict == "unknown":
                         deferred.append(chunk[0])
@@ -386,9 +386,7 @@ def subset_minimal(net: Network, x0: np.ndarray, epsilon: float | None = None, o
     search = _Search(net, x0, c, epsilon, order, verifier, time_limit, query_seconds)
     pending = [int(p) for p in search.order if not search.free[p]]
     if pending and search.query(pending, query_seconds).verdict == "robust":   # nothing needs to stay fixed
-        search.free[pending] = True
-        search.pixels_by["freed_by_chunk"] += len(pending)
-        pending = []
+        pending = search.release(pending, pending)
     left = search.deletion(pending, query_seconds)
     result = search.result(left)
     result.order = order

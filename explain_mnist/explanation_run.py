@@ -12,6 +12,7 @@ from the saved JSONs.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -344,15 +345,14 @@ def run_batch(args) -> dict:
     start = time.perf_counter()
     options = settings(args)
     tasks = (joblib.delayed(explain_test_image)(net, test.x[i].astype(np.float64), i, options) for i in todo)
+    backend = joblib.parallel_config(backend="dask") if client is not None else contextlib.nullcontext()
     try:
-        if client is not None:
-            with joblib.parallel_config(backend="dask"):
-                finished = joblib.Parallel(return_as="generator_unordered")(tasks)
-        else:
-            finished = joblib.Parallel(n_jobs=args.jobs, return_as="generator_unordered")(tasks)
-        for index, result in tqdm(finished, total=len(todo), desc="explanations", unit="image", file=sys.stderr,
-                                  disable=not todo):
-            save_test_image(net, args.model, test, index, result, out_dir)
+        with backend:
+            parallel = joblib.Parallel(n_jobs=None if client is not None else args.jobs,
+                                       return_as="generator_unordered")
+            for index, result in tqdm(parallel(tasks), total=len(todo), desc="explanations", unit="image",
+                                      file=sys.stderr, disable=not todo):
+                save_test_image(net, args.model, test, index, result, out_dir)
     finally:
         if client is not None:
             client.close()
