@@ -3,12 +3,12 @@
 A 784-200-100-10 network with +-1 weights, binarized inputs (pixel > 0.5) and sign activations, trained in Keras and
 folded into an exact integer form (one threshold per neuron: each neuron is a cardinality constraint). `check`:
 with the input fixed, every encoding gives the network's label; `verify`: can flipping at most K input bits change
-the label (each encoding answers, every counterexample is re-classified by the forward pass and by Keras);
-`minflips`: the fewest flips that change it.
+the label (our exact search and each encoding answer, every counterexample is re-classified by the forward pass and
+by Keras); `minflips`: the fewest flips that change it.
 """
 from explain_mnist.cli import ArgumentParser, run
 
-ENCODINGS = ("mip", "ip", "cnf")
+ENCODINGS = ("search", "mip", "ip", "cnf")
 
 
 def parser():
@@ -37,7 +37,8 @@ def parser():
         sub.add_argument("--model", default="models/binary_net.npz", help="the integer form of a binarized network "
                          "(counterexamples are also checked by the Keras model it names, if beside it)")
         sub.add_argument("--data", default=None, help="MNIST test data instead of the shipped test set")
-        sub.add_argument("--encodings", default=",".join(ENCODINGS), help="comma-separated: mip, ip, cnf")
+        sub.add_argument("--encodings", default=",".join(ENCODINGS), help="comma-separated methods: search (our exact "
+                         "branch-and-bound over flip sets), mip, ip, cnf")
         sub.add_argument("--cardinality", default=None, help="PySAT cardinality encoding of the CNF "
                          "(seqcounter, totalizer, sortnetwrk, cardnetwrk, mtotalizer, kmtotalizer, native; default: "
                          "the fastest measured)")

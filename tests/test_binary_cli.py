@@ -87,7 +87,7 @@ def test_verify_and_minflips_answers_are_counterexamples(tmp_path, test_set):
     x0 = network.binarize(test_set.x[16])
     out = tmp_path / "minflips.json"
     figure = tmp_path / "flips.png"
-    done = run("minflips", "--index", "16", "--encodings", "cnf,ip", "--json", str(out), "--figure", str(figure))
+    done = run("minflips", "--index", "16", "--encodings", "search,cnf,ip", "--json", str(out), "--figure", str(figure))
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
     assert {"index", "min_flips", "counterexample", "verified", "seconds"} <= set(result)
@@ -103,11 +103,11 @@ def test_verify_and_minflips_answers_are_counterexamples(tmp_path, test_set):
     for flips, want in ((k - 1, "robust"), (k, "counterexample")):
         path = tmp_path / f"verify{flips}.json"
         done = run("verify", "--index", "16", "--flips", str(flips), "--json", str(path),
-                   "--encodings", "ip,cnf" if flips == k else "mip,ip,cnf", "--time-limit", "120")
+                   "--encodings", "search,ip,cnf" if flips == k else "search,mip,ip,cnf", "--time-limit", "120")
         assert done.returncode == 0, done.stderr
         v = json.loads(path.read_text())
         assert {"index", "flips", "predicted", "answers", "counterexample", "verified", "seconds"} <= set(v)
-        names = {"ip", "cnf"} if flips == k else {"mip", "ip", "cnf"}
+        names = {"search", "ip", "cnf"} if flips == k else {"search", "mip", "ip", "cnf"}
         assert set(v["answers"]) == names and set(v["answers"].values()) == {want}
         assert set(v["seconds"]) == names
         if want == "counterexample":
@@ -121,6 +121,6 @@ def test_check_fixed_inputs(tmp_path):
     done = run("check", "--count", "3", "--json", str(out))
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
-    assert result["checked"] == 3 and result["agree"] == {"mip": 3, "ip": 3, "cnf": 3}
+    assert result["checked"] == 3 and result["agree"] == {"search": 3, "mip": 3, "ip": 3, "cnf": 3}
     assert set(result["sizes"]["cnf"]) >= {"variables", "clauses"}
-    assert set(result["seconds"]) == {"mip", "ip", "cnf"}
+    assert set(result["seconds"]) == {"search", "mip", "ip", "cnf"}

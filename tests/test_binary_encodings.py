@@ -81,6 +81,7 @@ def brute_force(net, x0, k, target=None):
 
 
 SETTINGS = [verify.Settings(("mip", "ip"), solver="highs"),
+            verify.Settings(("search",)),
             verify.Settings(("cnf",), "kmtotalizer", "cadical153"),
             verify.Settings(("cnf",), "seqcounter", "glucose4"),
             verify.Settings(("cnf",), "cardnetwrk", "glucose4"),
@@ -125,8 +126,8 @@ def test_encodings_with_fixed_flips_reproduce_the_forward_pass():
         label = int(net.predict_bits((x0 ^ flips)[None])[0])
         for target in range(net.n_classes):
             query = compile_query(net, x0, k, target, label=int(net.predict_bits(x0[None])[0]))
-            for name, settings in (("mip", SETTINGS[0]), ("ip", SETTINGS[0]), ("cnf", SETTINGS[1]),
-                                   ("cnf", SETTINGS[4])):
+            for name, settings in (("mip", SETTINGS[0]), ("ip", SETTINGS[0]), ("cnf", SETTINGS[2]),
+                                   ("cnf", SETTINGS[5])):
                 if query.trivially is not None:
                     got = query.trivially
                 else:
@@ -143,7 +144,7 @@ def test_no_budget_encodings_agree_with_brute_force():
     for target in [t for t in range(3) if t != c]:
         truth = brute_force(net, x0, 7, target) is not None
         query = compile_query(net, x0, None, target)
-        for name, settings in (("mip", SETTINGS[0]), ("ip", SETTINGS[0]), ("cnf", SETTINGS[2])):
+        for name, settings in (("mip", SETTINGS[0]), ("ip", SETTINGS[0]), ("cnf", SETTINGS[3])):
             got = query.trivially or verify.solve(verify.encode(query, name, settings), settings).status
             assert got == ("sat" if truth else "unsat")
 

@@ -1,15 +1,16 @@
-"""The questions of binary.py, answered by every encoding and re-checked by the integer forward pass.
+"""The questions of binary.py, answered by every method and re-checked by the integer forward pass.
 
-- `robustness`: can flipping at most k input bits change the label (to a target, if given)? Each encoding
+Methods: ``search`` (our own exact branch-and-bound over flip sets, `search`) and the encodings ``mip``, ``ip``
+and ``cnf``, each solved by its solver.
+
+- `robustness`: can flipping at most k input bits change the label (to a target, if given)? Each method
   answers "robust" (no such flips) or "counterexample"; each counterexample is re-classified by the forward pass.
-  The SAT solver first checks a greedy attack's candidate (at most k flips) under assumptions and searches only if
-  there is none (CDCL alone took over 60 s to find a 2-flip counterexample HiGHS finds in 1.7 s); its time
-  includes the attack's. MIP and IP get no such seed.
-- `min_flips`: the fewest flips that change the label. A greedy attack (flip the bit that most raises the best
-  other class's score margin, one at a time) gives a verified upper bound U; the SAT encoding
-  is then asked for at most 1, 2, ... flips, each a fresh encoding for that budget (its own stable neurons: the
-  encoding of budget j is far smaller than that of U - 1, measured), the MIP / IP minimise the number of flips
-  under budget U.
+  The search and the SAT solver first take the beam attack's candidate (at most k flips; the SAT solver checks it
+  under assumptions) and search only if there is none; their times include the attack's. MIP and IP get no seed.
+- `min_flips`: the fewest flips that change the label. The beam attack gives a verified upper bound U; the search
+  and the SAT encoding are then asked for at most 1, 2, ... flips (for SAT a fresh encoding per budget: its own
+  stable neurons make the encoding of budget j far smaller than that of U - 1), the MIP / IP minimise the number
+  of flips under budget U.
 - `check`: with the input fixed (every flip variable 0, the encoding built for a small budget so that the first
   layer's counters are not constant), every encoding must find that the label is the forward pass's and no other.
 """
@@ -22,10 +23,11 @@ import numpy as np
 
 from explain_mnist.binarized import cnf as cnf_mod
 from explain_mnist.binarized import milp
-from explain_mnist.binarized.network import BinarizedNet, beats, matches
+from explain_mnist.binarized import search as search_mod
+from explain_mnist.binarized.network import BinarizedNet, beats
 from explain_mnist.binarized.query import Query, compile_query
 
-ENCODINGS = ("mip", "ip", "cnf")
+ENCODINGS = ("search", "mip", "ip", "cnf")
 
 
 @dataclass
@@ -115,16 +117,23 @@ def robustness(net: BinarizedNet, x0_bits: np.ndarray, k: int, target: int | Non
     compile_seconds = time.perf_counter() - start
     answers, seconds, size = {}, {}, {}
     found, verified, notes = None, True, []
-    hint, hint_seconds = None, 0.0
-    if "cnf" in settings.encodings and query.trivially is None and k > 0:
+    hint, hint_seconds, problem = None, 0.0, None
+    if {"cnf", "search"} & set(settings.encodings) and query.trivially is None and k > 0:
         start = time.perf_counter()
-        attack = greedy_attack(net, query.x0, target, k, query.label)
+        problem = search_mod.FlipProblem(net, query.x0, query.label, target)
+        attack = search_mod.beam_attack(problem, k)
         hint = None if attack is None else (attack != query.x0)[query.free]
         hint_seconds = time.perf_counter() - start
     for name in settings.encodings:
         start = time.perf_counter()
         answer = _trivial(query)
-        if answer is None:
+        if answer is None and name == "search":
+            start -= hint_seconds
+            if hint is not None:
+                answer = milp.Answer("sat", hint, 0.0, "the beam attack")
+            else:
+                answer = search_mod.exact_search(problem, k, settings.time_limit)
+        elif answer is None:
             encoded = encode(query, name, settings)
             size[name] = sizes(encoded)
             answer = solve(encoded, settings, hint=hint if name == "cnf" else None)
@@ -144,40 +153,6 @@ def robustness(net: BinarizedNet, x0_bits: np.ndarray, k: int, target: int | Non
             answers[name] = "robust" if answer.status == "unsat" else "unknown"
     decided = {a for a in answers.values() if a != "unknown"}
     return Robustness(query.label, k, target, answers, seconds, size, found, verified, len(decided) <= 1, notes)
-
-
-def greedy_attack(net: BinarizedNet, x0_bits: np.ndarray, target: int | None = None, max_flips: int = 60,
-                  label: int | None = None) -> np.ndarray | None:
-    """Return input bits with few flips that the forward pass labels differently (the target), or None."""
-    x = np.asarray(x0_bits).astype(np.int32).copy()
-    c = int(net.predict_bits(x[None])[0]) if label is None else label
-    flipped = np.zeros(len(x), dtype=bool)
-    W0 = np.asarray(net.weights[0], dtype=np.int32)
-    d = np.arange(net.n_classes)
-    for _ in range(max_flips):
-        # first layer of every single-flip candidate at once: flipping p adds 1 to m_i if x_p misses W[i, p], else -1
-        m0 = matches(x[None], W0)[0]
-        delta = np.where((W0 > 0).astype(np.int32) != x[None, :], 1, -1).T          # (pixels, units)
-        bits = ((m0[None, :] + delta) >= net.thresholds[0]).astype(np.int32)
-        for W, K in zip(net.weights[1:], net.thresholds[1:]):
-            bits = (matches(bits, W) >= K).astype(np.int32)
-        scores = matches(bits, net.V).astype(np.int64)
-        if target is None:
-            # margin of the best other class over c, ties counted for the smaller index
-            margin = scores - scores[:, [c]] - (d > c)[None, :]
-            margin[:, c] = np.iinfo(np.int64).min
-            value = margin.max(axis=1)
-        else:
-            margin = scores[:, [target]] - scores - (target > d)[None, :]
-            margin[:, target] = np.iinfo(np.int64).max
-            value = margin.min(axis=1)
-        value = np.where(flipped, np.iinfo(np.int64).min, value)
-        best = int(np.argmax(value))
-        x[best] ^= 1
-        flipped[best] = True
-        if is_counterexample(net, x, c, target):
-            return x.astype(np.uint8)
-    return None
 
 
 @dataclass
@@ -201,18 +176,28 @@ def min_flips(net: BinarizedNet, x0_bits: np.ndarray, encoding: str = "cnf", set
     start = time.perf_counter()
     x0 = np.asarray(x0_bits).astype(np.uint8)
     c = int(net.predict_bits(x0[None])[0]) if label is None else label
-    attack = greedy_attack(net, x0, target, max_flips, c)
+    problem = search_mod.FlipProblem(net, x0, c, target)
+    attack = search_mod.beam_attack(problem, max_flips)
     if attack is None:
         return MinFlips(encoding, None, None, True, time.perf_counter() - start, "none")
     upper = int((attack != x0).sum())
     best, best_bits, status, size = upper, attack, "optimal", {}
     if upper > 1:
-        if encoding == "cnf":
-            for j in range(1, upper):           # at most j flips, one small encoding per j (its own stable neurons)
+        if encoding in ("cnf", "search"):
+            for j in range(1, upper):           # at most j flips; for SAT one small encoding per j
                 left = None if settings.time_limit is None else settings.time_limit - (time.perf_counter() - start)
                 if left is not None and left <= 0:
                     status = "unknown"
                     break
+                if encoding == "search":
+                    answer = search_mod.exact_search(problem, j, left)
+                    if answer.status == "sat":
+                        best, best_bits = j, x0 ^ answer.flips.astype(np.uint8)
+                        break
+                    if answer.status == "unknown":
+                        status = "unknown"
+                        break
+                    continue
                 query = compile_query(net, x0, j, target, c)
                 answer = _trivial(query)
                 if answer is None:
@@ -263,6 +248,13 @@ def check_image(net: BinarizedNet, x0_bits: np.ndarray, settings: Settings, radi
     for name in settings.encodings:
         start = time.perf_counter()
         ok = True
+        if name == "search":            # its own arithmetic (first-layer counts, output rows) on the image itself
+            for target in [None] + list(range(net.n_classes)):
+                problem = search_mod.FlipProblem(net, x0, c, target)
+                changed = bool(problem.margins(problem.m0[None, :])[0] >= 0)
+                ok &= changed == (target == c)
+            agree[name], seconds[name] = bool(ok), time.perf_counter() - start
+            continue
         for target, want in ((None, "unsat"), (c, "sat")):
             query = compile_query(net, x0, radius, target, c)
             answer = _trivial(query)
