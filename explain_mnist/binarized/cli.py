@@ -26,7 +26,9 @@ def _settings(args):
         require(solver)
     if args.time_limit is not None and not (args.time_limit > 0 and np.isfinite(args.time_limit)):
         raise UserError(f"--time-limit must be a positive, finite number of seconds, got {args.time_limit:g}")
-    return verify.Settings(tuple(dict.fromkeys(names)), cardinality, sat_solver, solver, args.time_limit)
+    chosen = args.cardinality is not None or args.sat_solver is not None      # then candidates are checked alike
+    return verify.Settings(tuple(dict.fromkeys(names)), cardinality, sat_solver, solver, args.time_limit,
+                           None if chosen else verify.Settings.check_with)
 
 
 def _image(args, net):

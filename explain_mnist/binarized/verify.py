@@ -5,8 +5,10 @@ and ``cnf``, each solved by its solver.
 
 - `robustness`: can flipping at most k input bits change the label (to a target, if given)? Each method
   answers "robust" (no such flips) or "counterexample"; each counterexample is re-classified by the forward pass.
-  The search and the SAT solver first take the beam attack's candidate (at most k flips; the SAT solver checks it
-  under assumptions) and search only if there is none; their times include the attack's. MIP and IP get no seed.
+  The search and the SAT solver first take the beam attack's candidate (h <= k flips; a SAT solver checks it
+  under assumptions in the CNF of budget h, whose models are models of the k-flip question: by default Minicard
+  with native constraints, `Settings.check_with`) and search only if there is none; their times include the
+  attack's. MIP and IP get no seed.
 - `min_flips`: the fewest flips that change the label. The beam attack gives a verified upper bound U; the search
   and the SAT encoding are then asked for at most 1, 2, ... flips (for SAT a fresh encoding per budget: its own
   stable neurons make the encoding of budget j far smaller than that of U - 1), the MIP / IP minimise the number
@@ -39,6 +41,9 @@ class Settings:
     sat_solver: str = cnf_mod.DEFAULT_SAT_SOLVER
     solver: str = "highs"
     time_limit: float | None = None
+    # (cardinality, SAT solver) that checks an attack's candidate: native constraints let Minicard confirm fixed
+    # flips by propagation alone (benchmarks/RESULTS.md, section binary); None: the two above
+    check_with: tuple | None = ("native", "minicard")
 
 
 def is_counterexample(net: BinarizedNet, bits: np.ndarray, label: int, target: int | None) -> bool:
@@ -134,9 +139,12 @@ def robustness(net: BinarizedNet, x0_bits: np.ndarray, k: int, target: int | Non
             else:
                 answer = search_mod.exact_search(problem, k, settings.time_limit)
         elif answer is None:
-            encoded = encode(query, name, settings)
-            size[name] = sizes(encoded)
-            answer = solve(encoded, settings, hint=hint if name == "cnf" else None)
+            if name == "cnf" and hint is not None:
+                answer = _check_candidate(net, query, hint, settings, size)
+            if answer is None:
+                encoded = encode(query, name, settings)
+                size[name] = sizes(encoded)
+                answer = solve(encoded, settings, hint=hint if name == "cnf" else None)
             if name == "cnf":
                 start -= hint_seconds
         seconds[name] = time.perf_counter() - start + compile_seconds
@@ -153,6 +161,27 @@ def robustness(net: BinarizedNet, x0_bits: np.ndarray, k: int, target: int | Non
             answers[name] = "robust" if answer.status == "unsat" else "unknown"
     decided = {a for a in answers.values() if a != "unknown"}
     return Robustness(query.label, k, target, answers, seconds, size, found, verified, len(decided) <= 1, notes)
+
+
+def _check_candidate(net: BinarizedNet, query: Query, hint: np.ndarray, settings: Settings,
+                     size: dict) -> milp.Answer | None:
+    """Return the SAT solver's check of the attack's flips in the CNF of their own budget h <= k (a model of it
+    is one of the k-flip question, and that CNF is far smaller), or None if it does not confirm them."""
+    small = compile_query(net, query.x0, int(hint.sum()), query.target, query.label)
+    if small.trivially is not None or not np.array_equal(small.free, query.free):
+        return None
+    cardinality, sat_solver = settings.check_with or (settings.cardinality, settings.sat_solver)
+    encoded = cnf_mod.encode(small, cardinality)
+    solver = cnf_mod.SatSolver(encoded, sat_solver)
+    try:
+        answer = solver.solve(solver.fixed(hint), settings.time_limit)
+    finally:
+        solver.close()
+    if answer.status != "sat":
+        return None
+    size["cnf"] = encoded.sizes()
+    answer.detail = f"the attack's candidate, checked by {sat_solver} in the {cardinality} CNF of {hint.sum()} flips"
+    return answer
 
 
 @dataclass
