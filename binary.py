@@ -49,6 +49,8 @@ def parser():
         sub.add_argument("--time-limit", type=float, default=None, help="seconds per query (default: no limit)")
         sub.add_argument("--json", default=None, help="write the result as JSON to this file")
     for sub in (verify, minflips):
+        sub.add_argument("--threads", type=int, default=1, help="threads of the exact search (the first flip's "
+                         "choices are dealt out to them); 2 on this 2-core machine halves its time")
         sub.add_argument("--figure", default=None, help="write the figure (.png, .pdf or .svg; minflips only)")
         sub.add_argument("--no-figure", action="store_true", help="do not draw a figure")
     return p

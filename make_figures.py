@@ -26,7 +26,7 @@ RUNS = [
                             "--out-dir", "results/explanations_multiclass_eps0.05",
                             "--figure", "figures/explanations_grid.png",
                             "--json", "results/explanations_multiclass_eps0.05.json"]),
-    ("binary.py", ["minflips", "--index", "16", "--encodings", "cnf,ip", "--figure", "figures/binary_flips.png",
+    ("binary.py", ["minflips", "--index", "16", "--encodings", "search,cnf,ip", "--figure", "figures/binary_flips.png",
                    "--json", "results/binary_minflips_16.json"]),
 ] + [
     run for index in (0, 1) for run in (

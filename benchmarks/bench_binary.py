@@ -3,7 +3,7 @@ minimal flips.
 
     python benchmarks/bench_binary.py [--images 20] [--flips 1,2,5,10] [--limit S] [--compare-images 10]
                                       [--minflips-images 10] [--minflips-limit S] [--report] [--update-results]
-                                      [--out FILE]
+                                      [--out FILE] [--add]
 
 On the shipped models/binary_net.npz and the first --images test images: (1) the CNF's size for each PySAT
 cardinality encoding at every k (median over the images); (2) for each image and k, the k-flip robustness query
@@ -11,7 +11,7 @@ answered by our exact search, the MIP, the IP (HiGHS) and the CNF (the default c
 solver), --limit seconds each, answers compared and every counterexample re-checked by the forward pass; (3) on the
 first --compare-images images and k = 1, 2: the CNF with each cardinality encoding (glucose4) and with each SAT
 solver (default encoding; native constraints for Minicard / Gluecard); (4) binary.py minflips by the search and by
-SAT on the first --minflips-images.
+SAT on the first --minflips-images. --add runs only (2) for --flips and merges it into the saved run.
 CaDiCaL is left out of the timed runs: its PySAT binding ignored the interrupt a time limit sends (measured: a
 60 s limit did not stop it). With --update-results writes benchmarks/binary.json and the section "binary" of
 benchmarks/RESULTS.md; without it prints the tables and writes the JSON under results/benchmarks/ (or --out).
@@ -57,6 +57,9 @@ def main():
     p.add_argument("--minflips-images", type=int, default=10, help="images for minflips")
     p.add_argument("--minflips-limit", type=float, default=10.0, help="seconds per minflips search")
     p.add_argument("--report", action="store_true", help="only re-render the tables from the JSON file")
+    p.add_argument("--threads", type=int, default=1, help="threads of the exact search")
+    p.add_argument("--add", action="store_true", help="keep the saved run and only add the k-flip queries of "
+                   "--flips (replacing those of the same k)")
     add_output_flags(p, "binary", "benchmarks/binary.json")
     args = p.parse_args()
     if args.report:
@@ -69,6 +72,27 @@ def main():
     run = {"machine": machine_line(), "command": " ".join(sys.argv[1:]), "limit": args.limit, "sizes": {},
            "minflips_limit": args.minflips_limit,
            "queries": [], "compare": [], "minflips": []}
+    if args.add:
+        saved = read_json(saved_json(args, JSON))
+        saved["queries"] = [q for q in saved["queries"] if q["k"] not in ks]
+        saved["command"] += f"; then --add {' '.join(sys.argv[1:])}"
+        saved["machine"] += f" Added queries: {machine_line()}"
+        for i, k, e in tqdm([(i, k, e) for i in range(args.images) for k in ks for e in verify.ENCODINGS],
+                            desc="queries", unit="query"):
+            row = query_row(net, images[i], k, verify.Settings((e,), threads=args.threads), args.limit)
+            saved["queries"].append({"image": i, "k": k, "encoding": e, **row})
+        saved["queries"].sort(key=lambda q: (q["k"], q["image"]))
+        if args.minflips_images:                 # the search's minflips again (e.g. with --threads)
+            saved["minflips"] = [m for m in saved["minflips"] if m.get("encoding") != "search"]
+            saved["minflips_search"] = {"limit": args.minflips_limit, "threads": args.threads}
+            for i in tqdm(range(args.minflips_images), desc="minflips", unit="image"):
+                m = verify.min_flips(net, images[i], "search", verify.Settings(
+                    ("search",), time_limit=args.minflips_limit, threads=args.threads))
+                saved["minflips"].append({"image": i, "encoding": "search", "min_flips": m.min_flips,
+                                          "status": m.status, "upper_bound": m.upper_bound,
+                                          "seconds": round(m.seconds, 3), "verified": m.verified})
+        write_json(out, saved)
+        return report(saved, args)
     for k in ks:                                              # (1) sizes
         for card in CARDINALITIES:
             if card in SLOW_TO_BUILD and k > 2:
@@ -83,7 +107,7 @@ def main():
                 run["sizes"][f"{k}/{card}"] = {key: median(r.get(key, 0) for r in rows) for key in rows[0]}
     jobs = [(i, k, e) for i in range(args.images) for k in ks for e in verify.ENCODINGS]
     for i, k, e in tqdm(jobs, desc="queries", unit="query"):  # (2)
-        row = query_row(net, images[i], k, verify.Settings((e,)), args.limit)
+        row = query_row(net, images[i], k, verify.Settings((e,), threads=args.threads), args.limit)
         run["queries"].append({"image": i, "k": k, "encoding": e, **row})
         write_json(out, run)
     jobs = [(i, k, card, "glucose4") for i in range(args.compare_images) for k in (1, 2) for card in CARDINALITIES
@@ -96,7 +120,8 @@ def main():
     write_json(out, run)
     for i, e in tqdm([(i, e) for i in range(args.minflips_images) for e in ("search", "cnf")], desc="minflips",
                      unit="run"):   # (4)
-        m = verify.min_flips(net, images[i], e, verify.Settings((e,), time_limit=args.minflips_limit))
+        m = verify.min_flips(net, images[i], e, verify.Settings((e,), time_limit=args.minflips_limit,
+                                                                threads=args.threads))
         run["minflips"].append({"image": i, "encoding": e, "min_flips": m.min_flips, "status": m.status,
                                 "upper_bound": m.upper_bound, "seconds": round(m.seconds, 3),
                                 "verified": m.verified})
@@ -152,8 +177,11 @@ def report(run: dict, args) -> None:
         mf = [m for m in run["minflips"] if m.get("encoding", "cnf") == e]
         if mf:
             proved = [m for m in mf if m["status"] == "optimal"]
-            limit = run.get("minflips_limit", "-")
-            lines += ["", f"minflips ({e}, upward over k from the beam attack's bound, {limit} s limit): "
+            limit, extra = run.get("minflips_limit", "-"), ""
+            if e == "search" and run.get("minflips_search"):
+                limit = run["minflips_search"]["limit"]
+                extra = f", {run['minflips_search']['threads']} threads"
+            lines += ["", f"minflips ({e}, upward over k from the beam attack's bound, {limit} s limit{extra}): "
                       f"{len(proved)} of {len(mf)} proved; median {_median([m['seconds'] for m in mf])} s "
                       f"over all (unproved at the limit); minima {sorted(m['min_flips'] for m in proved)}; attack "
                       f"bounds {[m['upper_bound'] for m in mf]}; all verified: {all(m['verified'] for m in mf)}."]

@@ -54,6 +54,18 @@ def test_exact_search_is_brute_force(small_nets, monkeypatch, batch):
     assert decided["sat"] > 20 and decided["unsat"] > 20          # both answers exercised
 
 
+def test_threads_give_the_same_answers(small_nets):
+    for net, x0 in small_nets[::2]:
+        c = int(net.predict_bits(x0[None])[0])
+        for target in (None, (c + 1) % net.n_classes):
+            problem = search.FlipProblem(net, x0, c, target)
+            for k in (2, 3, 4):
+                answer = search.exact_search(problem, k, threads=2)
+                check_answer(net, x0, k, target, answer, brute_force(net, x0, k, target))
+    problem = search.FlipProblem(*small_nets[4])
+    assert search.exact_search(problem, 5, time_limit=0.0, threads=2).status == "unknown"
+
+
 def test_beam_attack_images_are_counterexamples(small_nets):
     found = 0
     for net, x0 in small_nets:

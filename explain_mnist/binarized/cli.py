@@ -27,8 +27,11 @@ def _settings(args):
     if args.time_limit is not None and not (args.time_limit > 0 and np.isfinite(args.time_limit)):
         raise UserError(f"--time-limit must be a positive, finite number of seconds, got {args.time_limit:g}")
     chosen = args.cardinality is not None or args.sat_solver is not None      # then candidates are checked alike
+    threads = getattr(args, "threads", 1)
+    if threads < 1:
+        raise UserError(f"--threads must be at least 1, got {threads}")
     return verify.Settings(tuple(dict.fromkeys(names)), cardinality, sat_solver, solver, args.time_limit,
-                           None if chosen else verify.Settings.check_with)
+                           None if chosen else verify.Settings.check_with, threads)
 
 
 def _image(args, net):

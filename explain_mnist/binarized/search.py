@@ -33,6 +33,10 @@ class _Timeout(Exception):
     pass
 
 
+class _Stopped(Exception):
+    pass
+
+
 class FlipProblem:
     """The k-flip question of one image in the arrays the search and the attack work on (no solver)."""
 
@@ -149,10 +153,14 @@ class _Search:
         self.later_down[:n] = np.cumsum((Do < 0)[::-1], axis=0)[::-1]
         self.nodes = 0
         self.evaluated = 0
+        self.share = (0, 1)         # (this worker, workers): the root's children this search takes
+        self.stop = None            # a threading.Event set when another worker has found a change
 
     def _tick(self):
         if self.deadline is not None and time.perf_counter() > self.deadline:
             raise _Timeout
+        if self.stop is not None and self.stop.is_set():
+            raise _Stopped
 
     def _first_change(self, counts: np.ndarray) -> int | None:
         self.evaluated += len(counts)
@@ -177,6 +185,8 @@ class _Search:
         up = np.minimum(r, self.later_up[positions + 1])
         down = np.minimum(r, self.later_down[positions + 1])
         alive = np.flatnonzero(self.p.reachable(children, up, down))
+        if not flips:
+            alive = alive[self.share[0]::self.share[1]]
         if r == 1:
             return self._last_level(children[alive], positions[alive], flips)
         for i in alive:
@@ -223,25 +233,63 @@ class _Search:
         return None
 
 
-def exact_search(problem: FlipProblem, k: int, time_limit: float | None = None) -> Answer:
-    """Return the `Answer` of "can at most ``k`` flips change the label?": flips (bool per pixel) or a proof."""
+def exact_search(problem: FlipProblem, k: int, time_limit: float | None = None, threads: int = 1) -> Answer:
+    """Return the `Answer` of "can at most ``k`` flips change the label?": flips (bool per pixel) or a proof.
+
+    With ``threads`` > 1 the root's children are dealt out to that many threads (numpy releases the GIL in its
+    array work); the first thread to find a change stops the others.
+    """
     start = time.perf_counter()
     deadline = None if time_limit is None else start + time_limit
     search = _Search(problem, deadline)
     n = len(search.order)
     k = min(int(k), n)
+    workers = [search]
     try:
         found = None
         if k > 0 and problem.reachable(problem.m0[None, :], np.minimum(k, search.later_up[0])[None, :],
                                        np.minimum(k, search.later_down[0])[None, :])[0]:
-            found = search.node(problem.m0, 0, k, ())
+            if threads <= 1 or k == 1:
+                found = search.node(problem.m0, 0, k, ())
+            else:
+                found, workers = _in_threads(search, k, threads)
     except _Timeout:
         return Answer("unknown", None, time.perf_counter() - start,
-                      f"time limit after {search.nodes} nodes", objective=None)
+                      f"time limit after {sum(w.nodes for w in workers)} nodes", objective=None)
     seconds = time.perf_counter() - start
-    detail = f"{search.nodes} nodes, {search.evaluated} flip sets evaluated"
+    detail = f"{sum(w.nodes for w in workers)} nodes, {sum(w.evaluated for w in workers)} flip sets evaluated"
     if found is None:
         return Answer("unsat", None, seconds, detail)
     flips = np.zeros(n, dtype=bool)
     flips[search.order[list(found)]] = True
     return Answer("sat", flips, seconds, detail)
+
+
+def _in_threads(search: _Search, k: int, threads: int) -> tuple:
+    """Return (the first change found or None, the workers) of the search split over ``threads`` threads."""
+    import copy
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    stop = threading.Event()
+    workers = []
+    for t in range(threads):
+        w = copy.copy(search)
+        w.share, w.stop = (t, threads), stop
+        workers.append(w)
+
+    def run(w):
+        try:
+            found = w.node(search.p.m0, 0, k, ())
+        except _Stopped:
+            return None
+        except _Timeout:
+            stop.set()
+            raise
+        if found is not None:
+            stop.set()
+        return found
+
+    with ThreadPoolExecutor(threads) as pool:
+        futures = [pool.submit(run, w) for w in workers]
+        results = [f.result() for f in futures]       # a _Timeout in any thread propagates
+    return next((r for r in results if r is not None), None), workers

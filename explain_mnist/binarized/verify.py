@@ -44,6 +44,7 @@ class Settings:
     # (cardinality, SAT solver) that checks an attack's candidate: native constraints let Minicard confirm fixed
     # flips by propagation alone (benchmarks/RESULTS.md, section binary); None: the two above
     check_with: tuple | None = ("native", "minicard")
+    threads: int = 1            # threads of the exact search
 
 
 def is_counterexample(net: BinarizedNet, bits: np.ndarray, label: int, target: int | None) -> bool:
@@ -137,7 +138,7 @@ def robustness(net: BinarizedNet, x0_bits: np.ndarray, k: int, target: int | Non
             if hint is not None:
                 answer = milp.Answer("sat", hint, 0.0, "the beam attack")
             else:
-                answer = search_mod.exact_search(problem, k, settings.time_limit)
+                answer = search_mod.exact_search(problem, k, settings.time_limit, settings.threads)
         elif answer is None:
             if name == "cnf" and hint is not None:
                 answer = _check_candidate(net, query, hint, settings, size)
@@ -219,7 +220,7 @@ def min_flips(net: BinarizedNet, x0_bits: np.ndarray, encoding: str = "cnf", set
                     status = "unknown"
                     break
                 if encoding == "search":
-                    answer = search_mod.exact_search(problem, j, left)
+                    answer = search_mod.exact_search(problem, j, left, settings.threads)
                     if answer.status == "sat":
                         best, best_bits = j, x0 ^ answer.flips.astype(np.uint8)
                         break
