@@ -67,7 +67,7 @@ def main():
     out = output_json(args, JSON)
     net = network.load(REPO_ROOT / "models" / "binary_net.npz")
     test = load_test_set(verbose=False)
-    ks = [int(k) for k in args.flips.split(",")]
+    ks = [int(k) for k in args.flips.split(",") if k.strip()]
     images = [network.binarize(test.x[i]) for i in range(args.images)]
     run = {"machine": machine_line(), "command": " ".join(sys.argv[1:]), "limit": args.limit, "sizes": {},
            "minflips_limit": args.minflips_limit,
