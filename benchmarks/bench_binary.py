@@ -75,7 +75,7 @@ def main():
     if args.add:
         saved = read_json(saved_json(args, JSON))
         saved["queries"] = [q for q in saved["queries"] if q["k"] not in ks]
-        saved["command"] += f"; then --add {' '.join(sys.argv[1:])}"
+        saved["command"] += f"; then {' '.join(sys.argv[1:])}"
         saved["machine"] += f" Added queries: {machine_line()}"
         for i, k, e in tqdm([(i, k, e) for i in range(args.images) for k in ks for e in verify.ENCODINGS],
                             desc="queries", unit="query"):
