@@ -77,6 +77,7 @@ def test_bad_input_is_one_line_exit_2(bad_files, capsys, monkeypatch):
     assert "give a command" in err()
     assert "--epochs" in err("train", "--epochs", "0")
     assert "--time-limit" in err("verify", "--flips", "1", "--time-limit", "-3")
+    assert "--threads" in err("minflips", "--threads", "0")
     # a value argparse refuses: its own one-line error and exit 2, through a real process
     done = run("verify", "--flips", "x")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
