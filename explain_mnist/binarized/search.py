@@ -206,9 +206,11 @@ class _Search:
         live = np.flatnonzero(((counts == p.K0 - 1) | (counts == p.K0)).any(axis=0))
         incremental = bool(p.pm) and len(live) < counts.shape[1]
         if incremental:
-            second = bits @ p.pm[0].T + p.neg[0]
+            # second-layer bit: new live bits @ pm_live >= K - (count without the live neurons' part) = threshold
             pm_live = p.pm[0][:, live].T.copy()
-            counts_live, bits_live, Do_live, K_live = counts[:, live], bits[:, live], self.Do[:, live], p.K0[live]
+            threshold = p.K[0] - (bits @ p.pm[0].T + p.neg[0]) + bits[:, live] @ pm_live
+            need = p.K0[live] - counts[:, live]          # a live bit is 1 iff the flip's move reaches its need
+            Do_live = self.Do[:, live]
         sizes = n - 1 - positions
         done = 0
         while done < len(positions):
@@ -222,8 +224,8 @@ class _Search:
                 continue
             self.evaluated += len(rows)
             if incremental:
-                change = (counts_live[rows] + Do_live[cols] >= K_live).astype(np.float32) - bits_live[rows]
-                layer2 = ((second[rows] + change @ pm_live) >= p.K[0]).astype(np.float32)
+                live_bits = (Do_live[cols] >= need[rows]).astype(np.float32)
+                layer2 = (live_bits @ pm_live >= threshold[rows]).astype(np.float32)
                 slack = p.margins_of_bits(p.bits_from(layer2, 1))
             else:
                 slack = p.margins(counts[rows] + self.Do[cols])
