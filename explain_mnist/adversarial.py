@@ -498,36 +498,42 @@ def _bisect_linf(q: _Target, solver: str, threads: int) -> None:
     q.stages.update(bisection_steps=steps, bisection_seconds=time.perf_counter() - started)
 
 
-def _distance_problem(q: _Target, bounds: Bounds, region: float) -> dict:
-    """Return the arguments of `mip.min_distance` that state q's problem over the region."""
+def _distance_problem(q: _Target, bounds: Bounds, region: float):
+    """Return the `mip.DistanceModel` of q's problem over the region."""
+    from explain_mnist.mip import distance_model
+
     lo, hi = (np.zeros_like(q.x0), np.ones_like(q.x0)) if not np.isfinite(region) else region_box(q.x0, q.norm,
                                                                                                    region)
     # the distance bounded by a row too for l1 and linf (HiGHS prunes with nothing else); for l0 that row slowed
     # both SCIP and HiGHS down (twoclass test image 18: 19.6 s against 8.5 s, and 5.8 s against 1.8 s)
     linear_limit = region if q.norm in ("l1", "linf") and np.isfinite(region) else None
-    return dict(net=q.net, x0=q.x0, lo=lo, hi=hi, bounds=bounds, norm=q.norm, C=q.net.spec_matrix(q.t),
-                margin=q.margin, limit=linear_limit, lower=q.lower if q.norm == "linf" and q.lower > 0 else None,
-                active_columns=True)
+    return distance_model(q.net, q.x0, lo, hi, bounds, q.norm, q.net.spec_matrix(q.t), q.margin, limit=linear_limit,
+                          lower=q.lower if q.norm == "linf" and q.lower > 0 else None, active_columns=True)
 
 
-def _bisection_first(q: _Target, solver: str, bounds: Bounds, region: float) -> bool:
-    """Return True if l-inf's "auto" method bisects first: with --solver auto, where the MIP would not go to an
-    installed CPLEX. Bisection's lower bound r drops the rows of every pixel side that cannot move past r, which
-    can bring the model inside the Community Edition's limit."""
-    from explain_mnist.mip import min_distance_solver
+def _bisection_first(q: _Target, solver: str, linf_method: str, bounds: Bounds, region: float) -> tuple:
+    """Return (whether l-inf bisects first, the region's MIP if it was built to decide, else None). "auto" bisects
+    first with --solver auto where the MIP would not go to an installed CPLEX: bisection's lower bound r drops the
+    rows of every pixel side that cannot move past r, which can bring the model inside the Community Edition's
+    limit."""
     from explain_mnist.solvers import is_installed
-    if solver != "auto" or q.x is None or not is_installed("cplex"):
-        return False
-    return min_distance_solver(**_distance_problem(q, bounds, region)) != "cplex"
+    if q.norm != "linf" or q.x is None or linf_method == "mip":
+        return False, None
+    if linf_method == "bisection":
+        return True, None
+    if solver != "auto" or not is_installed("cplex"):
+        return False, None
+    problem = _distance_problem(q, bounds, region)
+    return problem.auto_solver()[0] != "cplex", problem
 
 
-def _solve_mip(q: _Target, solver: str, threads: int, bounds: Bounds, region: float) -> str:
-    """Run the MIP over the region; return what it proved: "optimal", "none_better", "stopped" or "error"."""
-    from explain_mnist.mip import min_distance
+def _solve_mip(q: _Target, solver: str, threads: int, problem, region: float) -> str:
+    """Run the MIP ``problem`` (a `mip.DistanceModel` over the region); return what it proved: "optimal",
+    "none_better", "stopped" or "error"."""
+    from explain_mnist.mip import solve_distance
 
-    solve = min_distance(**_distance_problem(q, bounds, region), solver=solver, time_limit=q.remaining(),
-                         threads=threads, cutoff=q.cutoff if np.isfinite(q.cutoff) else None, mip_gap=MIP_GAP,
-                         abs_gap=0.0)
+    solve = solve_distance(problem, solver=solver, time_limit=q.remaining(), threads=threads,
+                           cutoff=q.cutoff if np.isfinite(q.cutoff) else None, mip_gap=MIP_GAP, abs_gap=0.0)
     result = solve.result
     q.solver = f"{solve.solver} ({solve.reason})"
     q.stages.update(mip_seconds=result.seconds, mip_nodes=int(result.nodes or 0), mip_status=result.status,
@@ -612,17 +618,19 @@ def _search_target(q: _Target, start_x: np.ndarray | None, solver: str, threads:
         q.region_empty(region)
         method, outcome = "attack+bounds" if np.isfinite(region) else "bounds", "none_better"
     else:
-        if norm == "linf" and q.x is not None and (linf_method == "bisection" or (
-                linf_method == "auto" and _bisection_first(q, solver, bounds, region))):
+        bisect, problem = _bisection_first(q, solver, linf_method, bounds, region)
+        if bisect:
             _bisect_linf(q, solver, threads)
-            method = "bisection"
+            method, problem = "bisection", None      # a new lower bound (and region): a new model
             region = q.region()
             if q.objective - q.lower > OPTIMAL_RELATIVE * q.objective and (q.remaining() is None
                                                                             or q.remaining() > 0):
                 bounds = region_bounds(net, x0, norm, region, net.spec_matrix(t))
                 q.stages["unstable_after_bisection"] = bounds.n_unstable()
         if not _proved_optimal(q) and (q.remaining() is None or q.remaining() > 0):
-            outcome = _solve_mip(q, solver, threads, bounds, region)
+            if problem is None:
+                problem = _distance_problem(q, bounds, region)
+            outcome = _solve_mip(q, solver, threads, problem, region)
             method = "mip" if method == "attack" else method + "+mip"
     if outcome == "none_better" and not np.isfinite(region):
         status = "infeasible"                      # the whole box holds no image of class t

@@ -269,30 +269,38 @@ class DistanceSolve:
     model_size: str
 
 
-def _distance_model(net, x0, lo, hi, bounds, norm, C, margin, limit, lower, active_columns):
-    """Return ``(model, first indicator column, lo, hi)`` of `min_distance`'s problem (unseen pixels fixed)."""
+@dataclass
+class DistanceModel:
+    """`min_distance`'s problem encoded: the model, its first l0 indicator column, and the box with the pixels no
+    neuron sees fixed to x0."""
+
+    net: Network
+    x0: np.ndarray
+    norm: str
+    model: object
+    indicators: int
+    lo: np.ndarray
+    hi: np.ndarray
+
+    def auto_solver(self) -> tuple[str, str]:
+        """Return the (solver, reason) that ``solver="auto"`` takes for this model."""
+        kind = "min_l0_one_logit" if self.norm == "l0" and self.net.n_outputs == 1 else f"min_{self.norm}"
+        return choose_solver(kind, self.model.n_cols, self.model.n_rows, quadratic=self.model.is_quadratic,
+                             integers=self.model.n_binaries > 0)
+
+
+def distance_model(net: Network, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, bounds: Bounds, norm: str,
+                   C: np.ndarray, margin: float, limit: float | None = None, lower: float | None = None,
+                   active_columns: bool = False) -> DistanceModel:
+    """Return the `DistanceModel` of `min_distance`'s arguments (built once, solved by `solve_distance`)."""
+    x0 = np.asarray(x0, dtype=np.float64)
     used = np.asarray(abs(sp.csr_matrix(net.affines[0].W)).sum(axis=0)).ravel() > 0
     lo, hi = np.where(used, lo, x0), np.where(used, hi, x0)     # a pixel no neuron sees never changes
     model = encode_network(shifted_network(net, x0), lo - x0, hi - x0, bounds, active_columns=active_columns)
     indicators = model.n_cols
     add_distance(model, norm, limit=limit, lower=lower)
     add_target(model, C, margin)
-    return model, indicators, lo, hi
-
-
-def _auto_solver(net, norm: str, model) -> tuple[str, str]:
-    kind = "min_l0_one_logit" if norm == "l0" and net.n_outputs == 1 else f"min_{norm}"
-    return choose_solver(kind, model.n_cols, model.n_rows, quadratic=model.is_quadratic,
-                         integers=model.n_binaries > 0)
-
-
-def min_distance_solver(net: Network, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, bounds: Bounds, norm: str,
-                        C: np.ndarray, margin: float, limit: float | None = None, lower: float | None = None,
-                        active_columns: bool = False) -> str:
-    """Return the solver that `min_distance` with ``solver="auto"`` would take for these arguments."""
-    model = _distance_model(net, np.asarray(x0, dtype=np.float64), lo, hi, bounds, norm, C, margin, limit, lower,
-                            active_columns)[0]
-    return _auto_solver(net, norm, model)[0]
+    return DistanceModel(net, x0, norm, model, indicators, lo, hi)
 
 
 def min_distance(net: Network, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, bounds: Bounds, norm: str,
@@ -308,11 +316,18 @@ def min_distance(net: Network, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, b
     pixels whose l0 indicator is off set back to ``x0``; the caller checks its class. ``active_columns``:
     see `encoding.encode_network`.
     """
-    x0 = np.asarray(x0, dtype=np.float64)
-    model, indicators, lo, hi = _distance_model(net, x0, lo, hi, bounds, norm, C, margin, limit, lower,
-                                                active_columns)
+    problem = distance_model(net, x0, lo, hi, bounds, norm, C, margin, limit, lower, active_columns)
+    return solve_distance(problem, solver, time_limit, threads, cutoff, mip_gap, abs_gap)
+
+
+def solve_distance(problem: DistanceModel, solver: str = "auto", time_limit: float | None = None,
+                   threads: int = 1, cutoff: float | None = None, mip_gap: float | None = None,
+                   abs_gap: float | None = None) -> DistanceSolve:
+    """Return the `DistanceSolve` of an encoded `DistanceModel` (see `min_distance`)."""
+    model, indicators, x0, lo, hi, norm = (problem.model, problem.indicators, problem.x0, problem.lo, problem.hi,
+                                           problem.norm)
     if solver == "auto":
-        name, reason = _auto_solver(net, norm, model)
+        name, reason = problem.auto_solver()
     else:
         name, reason = solver, "chosen with --solver"
     backend = make_solver(name, model, time_limit=time_limit, threads=threads, mip_gap=mip_gap, abs_gap=abs_gap)
