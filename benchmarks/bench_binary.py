@@ -48,6 +48,22 @@ def query_row(net, x0, k, settings, limit):
             "verified": r.verified}
 
 
+def queries(net, images, ks, args):
+    """Yield the rows of (2), one per image, k and method."""
+    for i, k, e in tqdm([(i, k, e) for i in range(len(images)) for k in ks for e in verify.ENCODINGS],
+                        desc="queries", unit="query"):
+        row = query_row(net, images[i], k, verify.Settings((e,), threads=args.threads), args.limit)
+        yield {"image": i, "k": k, "encoding": e, **row}
+
+
+def minflips_row(net, images, i, encoding, args) -> dict:
+    """Return the row of (4) for one image and method."""
+    m = verify.min_flips(net, images[i], encoding, verify.Settings((encoding,), time_limit=args.minflips_limit,
+                                                                   threads=args.threads))
+    return {"image": i, "encoding": encoding, "min_flips": m.min_flips, "status": m.status,
+            "upper_bound": m.upper_bound, "seconds": round(m.seconds, 3), "verified": m.verified}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--images", type=int, default=20, help="test images (the first ones)")
@@ -77,20 +93,13 @@ def main():
         saved["queries"] = [q for q in saved["queries"] if q["k"] not in ks]
         saved["command"] += f"; then {' '.join(sys.argv[1:])}"
         saved["machine"] += f" Added queries: {machine_line()}"
-        for i, k, e in tqdm([(i, k, e) for i in range(args.images) for k in ks for e in verify.ENCODINGS],
-                            desc="queries", unit="query"):
-            row = query_row(net, images[i], k, verify.Settings((e,), threads=args.threads), args.limit)
-            saved["queries"].append({"image": i, "k": k, "encoding": e, **row})
+        saved["queries"] += queries(net, images, ks, args)
         saved["queries"].sort(key=lambda q: (q["k"], q["image"]))
         if args.minflips_images:                 # the search's minflips again (e.g. with --threads)
             saved["minflips"] = [m for m in saved["minflips"] if m.get("encoding") != "search"]
             saved["minflips_search"] = {"limit": args.minflips_limit, "threads": args.threads}
-            for i in tqdm(range(args.minflips_images), desc="minflips", unit="image"):
-                m = verify.min_flips(net, images[i], "search", verify.Settings(
-                    ("search",), time_limit=args.minflips_limit, threads=args.threads))
-                saved["minflips"].append({"image": i, "encoding": "search", "min_flips": m.min_flips,
-                                          "status": m.status, "upper_bound": m.upper_bound,
-                                          "seconds": round(m.seconds, 3), "verified": m.verified})
+            saved["minflips"] += [minflips_row(net, images, i, "search", args)
+                                  for i in tqdm(range(args.minflips_images), desc="minflips", unit="image")]
         write_json(out, saved)
         return report(saved, args)
     for k in ks:                                              # (1) sizes
@@ -105,10 +114,8 @@ def main():
                     rows.append({**cnf.encode(q, card).sizes(), "seconds": time.perf_counter() - start})
             if rows:
                 run["sizes"][f"{k}/{card}"] = {key: median(r.get(key, 0) for r in rows) for key in rows[0]}
-    jobs = [(i, k, e) for i in range(args.images) for k in ks for e in verify.ENCODINGS]
-    for i, k, e in tqdm(jobs, desc="queries", unit="query"):  # (2)
-        row = query_row(net, images[i], k, verify.Settings((e,), threads=args.threads), args.limit)
-        run["queries"].append({"image": i, "k": k, "encoding": e, **row})
+    for row in queries(net, images, ks, args):                 # (2)
+        run["queries"].append(row)
         write_json(out, run)
     jobs = [(i, k, card, "glucose4") for i in range(args.compare_images) for k in (1, 2) for card in CARDINALITIES
             if card != "native" and card not in SLOW_TO_BUILD]
@@ -120,11 +127,7 @@ def main():
     write_json(out, run)
     for i, e in tqdm([(i, e) for i in range(args.minflips_images) for e in ("search", "cnf")], desc="minflips",
                      unit="run"):   # (4)
-        m = verify.min_flips(net, images[i], e, verify.Settings((e,), time_limit=args.minflips_limit,
-                                                                threads=args.threads))
-        run["minflips"].append({"image": i, "encoding": e, "min_flips": m.min_flips, "status": m.status,
-                                "upper_bound": m.upper_bound, "seconds": round(m.seconds, 3),
-                                "verified": m.verified})
+        run["minflips"].append(minflips_row(net, images, i, e, args))
         write_json(out, run)
     report(run, args)
 

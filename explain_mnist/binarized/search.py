@@ -105,14 +105,11 @@ class FlipProblem:
         return x.astype(np.uint8)
 
 
-def beam_attack(problem: FlipProblem, max_flips: int, width: int = BEAM_WIDTH,
-                deadline: float | None = None) -> np.ndarray | None:
+def beam_attack(problem: FlipProblem, max_flips: int, width: int = BEAM_WIDTH) -> np.ndarray | None:
     """Return input bits with at most ``max_flips`` flips whose label changes (the target wins), or None."""
     states = [(problem.m0, ())]
     seen = set()
     for _ in range(max_flips):
-        if deadline is not None and time.perf_counter() > deadline:
-            return None
         counts = np.concatenate([m[None, :] + problem.D for m, _ in states])
         value = problem.margins(counts).astype(np.float64)
         n = problem.D.shape[0]
@@ -146,7 +143,7 @@ class _Search:
         Do = problem.D[self.order]
         self.Do = Do
         n = len(self.order)
-        # later[s, i]: pixels at positions >= s that raise (P) / lower (M) neuron i's count
+        # later_up[s, i] / later_down[s, i]: pixels at positions >= s that raise / lower neuron i's count
         self.later_up = np.zeros((n + 1, Do.shape[1]), dtype=np.int32)
         self.later_down = np.zeros((n + 1, Do.shape[1]), dtype=np.int32)
         self.later_up[:n] = np.cumsum((Do > 0)[::-1], axis=0)[::-1]
@@ -257,7 +254,7 @@ def exact_search(problem: FlipProblem, k: int, time_limit: float | None = None, 
                 found, workers = _in_threads(search, k, threads)
     except _Timeout:
         return Answer("unknown", None, time.perf_counter() - start,
-                      f"time limit after {sum(w.nodes for w in workers)} nodes", objective=None)
+                      f"time limit after {sum(w.nodes for w in workers)} nodes")
     seconds = time.perf_counter() - start
     detail = f"{sum(w.nodes for w in workers)} nodes, {sum(w.evaluated for w in workers)} flip sets evaluated"
     if found is None:

@@ -221,28 +221,14 @@ def min_flips(net: BinarizedNet, x0_bits: np.ndarray, encoding: str = "cnf", set
                     break
                 if encoding == "search":
                     answer = search_mod.exact_search(problem, j, left, settings.threads)
-                    if answer.status == "sat":
-                        best, best_bits = j, x0 ^ answer.flips.astype(np.uint8)
-                        break
-                    if answer.status == "unknown":
-                        status = "unknown"
-                        break
-                    continue
-                query = compile_query(net, x0, j, target, c)
-                answer = _trivial(query)
-                if answer is None:
-                    encoded = cnf_mod.encode(query, settings.cardinality)
-                    size = encoded.sizes()
-                    solver = cnf_mod.SatSolver(encoded, settings.sat_solver)
-                    try:
-                        answer = solver.solve([], left)
-                    finally:
-                        solver.close()
+                    bits = None if answer.flips is None else x0 ^ answer.flips.astype(np.uint8)
+                else:
+                    answer, bits, size = _sat_at_most(net, x0, j, target, c, settings, left, size)
                 if answer.status == "unknown":
                     status = "unknown"
                     break
                 if answer.status == "sat":
-                    best, best_bits = int(answer.flips.sum()), query.counterexample(answer.flips)
+                    best, best_bits = int((bits != x0).sum()), bits
                     break
         else:
             query = compile_query(net, x0, upper, target, c)
@@ -256,6 +242,22 @@ def min_flips(net: BinarizedNet, x0_bits: np.ndarray, encoding: str = "cnf", set
     verified = is_counterexample(net, best_bits, c, target) and int((best_bits != x0).sum()) == best
     return MinFlips(encoding, best if status == "optimal" else None, best_bits, verified,
                     time.perf_counter() - start, status, upper, size)
+
+
+def _sat_at_most(net: BinarizedNet, x0: np.ndarray, j: int, target: int | None, label: int, settings: Settings,
+                 time_limit: float | None, size: dict) -> tuple:
+    """Return (the SAT answer to "at most j flips", its input bits or None, the CNF's size) on a fresh encoding."""
+    query = compile_query(net, x0, j, target, label)
+    answer = _trivial(query)
+    if answer is None:
+        encoded = cnf_mod.encode(query, settings.cardinality)
+        size = encoded.sizes()
+        solver = cnf_mod.SatSolver(encoded, settings.sat_solver)
+        try:
+            answer = solver.solve([], time_limit)
+        finally:
+            solver.close()
+    return answer, None if answer.flips is None else query.counterexample(answer.flips), size
 
 
 @dataclass
