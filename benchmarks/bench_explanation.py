@@ -218,13 +218,13 @@ def fmt(values, spec=".2f"):
 def report(run, args):
     lines = ["## Formal explanations (min_explanation.py)", "", run["machine"], f"Command: `{run['command']}`.",
              "Ours: `explanation.subset_minimal` (sensitivity order; chunked deletion, counterexample shrinking, "
-             "batched attacks, hard single pixels decided by the verifier that falls back to the MIP), one thread, "
+             "batched single-pixel extensions, hard single pixels decided by the verifier that falls back to the MIP), one thread, "
              "every witness checked by the forward pass. Baselines in the same run: the plain verifier loop (index "
              "order, one query of the same `Verifier` per pixel, 784 queries) and the plain MIP loop of the "
              "original (one MIP per pixel on one model re-solved with the box changed; its per-image time is "
              "extrapolated from the pixels it did within its limit).", "",
              "| setting | images | median s | max s | median CPU s | max CPU s | median oracle calls | median size | min-max size | statuses | "
-             "decided by (calls) | kept by extensions / batched attack / query | plain verifier loop: median s (images) | "
+             "decided by (calls) | kept by extensions / query | plain verifier loop: median s (images) | "
              "plain MIP loop: s per pixel, extrapolated s per image |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in run["settings"]:
@@ -237,7 +237,6 @@ def report(run, args):
             for k, v in r["decided_by"].items():
                 methods[k] = methods.get(k, 0) + v
         kept_ext = sum(r["pixels_by"].get("kept_by_extension", 0) for r in rows)
-        kept_batch = sum(r["pixels_by"]["kept_by_batch_attack"] for r in rows)
         kept_query = sum(r["pixels_by"]["kept_by_query"] for r in rows)
         plain = [r["plain_verifier"] for r in rows if "plain_verifier" in r]
         plain_text = "-"
@@ -256,7 +255,7 @@ def report(run, args):
             f"{fmt([r['oracle_calls'] for r in rows], '.0f')} | {fmt([r['size'] for r in rows], '.0f')} | "
             f"{min(r['size'] for r in rows)}-{max(r['size'] for r in rows)} | "
             + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) + " | "
-            + ", ".join(f"{k} {v}" for k, v in sorted(methods.items())) + f" | {kept_ext} / {kept_batch} / {kept_query} | "
+            + ", ".join(f"{k} {v}" for k, v in sorted(methods.items())) + f" | {kept_ext} / {kept_query} | "
             f"{plain_text} | {mip_text} |")
     lines += ["", "Per image (wall and CPU seconds, size, oracle calls, status; ours vs the plain verifier loop where "
                   "run). Wall seconds count the time the process waited for a core on a shared machine; the "

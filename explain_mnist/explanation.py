@@ -23,12 +23,12 @@ the current ``F`` stays a witness for ``p`` to the end. The loop:
    binary search of VeriX+ over the ordered sequence, with the answer often read off the counterexample).
 2. After a counterexample, if ``F`` has grown since the last time (or the counterexample came from
    branch-and-bound or the MIP, a new seed, and the last batched attack settled something), a *batched attack*
-   on ``box(F + p)`` for every undecided ``p``; each ``p`` it breaks is kept with that witness, no verifier call
-   needed. First `extension_candidates`: base points of ``box(F)`` (``x0``, the latest counterexamples clipped
-   into it, the corners minimising each margin's linearisation at those) with the one pixel ``p`` moved to either
-   end of its range, all pixels at once through the first layer (base pre-activations plus ``p``'s column times
-   the move); then `attack.attack_many` on the next `BATCH_ATTACK_PIXELS` pixels still open. Most kept pixels are
-   settled so; the verifier's calls go mostly to the robust chunks, which free many pixels each.
+   on ``box(F + p)`` for every undecided ``p`` (`extension_candidates`); each ``p`` it breaks is kept with that
+   witness, no verifier call needed: base points of ``box(F)`` (``x0``, the latest counterexamples clipped into
+   it, the corners minimising each margin's linearisation at those) with the one pixel ``p`` moved to either end
+   of its range, all pixels at once through the first layer (base pre-activations plus ``p``'s column times the
+   move). Most kept pixels are settled so; the verifier's calls go mostly to the robust chunks, which free many
+   pixels each.
 3. Per-query budgets: a chunk that the verifier cannot decide within ``query_seconds`` (a verifier without
    refinement of intermediate bounds) is split; a single pixel it cannot decide goes at once to the *decisive*
    verifier (branch-and-bound for `FINAL_NODES` nodes, then the MIP, only the overall time limit as a limit),
@@ -65,9 +65,7 @@ MAX_CHUNK = 512
 QUERY_SECONDS = 1.0         # a verifier query's budget (then a chunk is split, a single pixel decided anyway)
 FINAL_NODES = 100_000       # the decisive verifier: branch-and-bound nodes before its MIP (no time limit)
 WITNESS_RELATIVE = 1e-7     # a witness's smallest margin must be below -this times the image's margin scale
-BATCH_ATTACK = dict(restarts=0, steps=8, targets_per_start=1)   # the batched attack's descent budget
 BATCH_SEEDS = 4             # latest counterexamples seeding the batched attack
-BATCH_ATTACK_PIXELS = 128   # attack_many runs on at most this many pending pixels (the next in order)
 GALLOP_FACTOR = 3.0         # a decisive query over several pixels gets this many times the last single one's time
 
 
@@ -87,7 +85,7 @@ class Explanation:
     undecided: list             # pixels left in the explanation by a time limit (no witness)
     oracle_calls: int
     decided_by: dict            # verifier calls by the method that decided them ("unknown": undecided)
-    pixels_by: dict             # how each pixel was settled (freed by a chunk, kept by a query / a batched attack)
+    pixels_by: dict             # how each pixel was settled (freed by a chunk, kept by a query / an extension)
     batch_attacks: int
     seconds: float
     hitting_sets: int = 0       # --smallest: counterexample sets collected
@@ -176,7 +174,7 @@ class _Search:
         self.witness: dict[int, np.ndarray] = {}
         self.calls = 0
         self.decided_by: dict[str, int] = {}
-        self.pixels_by = {"freed_by_chunk": 0, "kept_by_query": 0, "kept_by_extension": 0, "kept_by_batch_attack": 0,
+        self.pixels_by = {"freed_by_chunk": 0, "kept_by_query": 0, "kept_by_extension": 0,
                           "no_range": int(self.fixed_pixels.sum())}
         self.batch_attacks = 0
         self.seeds: list[np.ndarray] = []
@@ -261,31 +259,15 @@ class _Search:
         return broken
 
     def batch_attack(self, pending: list) -> set:
-        """Return the pending pixels a batched attack over every ``box(F + p)`` breaks (each kept with its witness):
-        first `extension_candidates`, then `attack.attack_many` on the rest."""
+        """Return the pending pixels the batched attack over every ``box(F + p)`` breaks (`extension_candidates`),
+        each kept with its witness."""
         self.attacked_at = int(self.free.sum())
         if not pending:
             return set()
         self.batch_attacks += 1
-        fast = self.extension_candidates(pending)
-        pending = [p for p in pending if p not in fast][:BATCH_ATTACK_PIXELS]
-        if not pending:
-            self.last_yield = len(fast)
-            return fast
-        P = np.asarray(pending)
-        lo, hi = self.box(self.free)
-        LO, HI = np.repeat(lo[None], P.size, axis=0), np.repeat(hi[None], P.size, axis=0)
-        LO[np.arange(P.size), P] = self.lo[P]
-        HI[np.arange(P.size), P] = self.hi[P]
-        seeds = np.array(self.seeds[::-1]) if self.seeds else None
-        results = attack.attack_many(self.net, LO, HI, self.c, seeds=seeds, margin=self.slack, **BATCH_ATTACK)
-        broken = set()
-        for p, r in zip(P, results):
-            if r.x is not None:
-                self.keep(int(p), r.x, "kept_by_batch_attack")
-                broken.add(int(p))
-        self.last_yield = len(broken) + len(fast)
-        return broken | fast
+        broken = self.extension_candidates(pending)
+        self.last_yield = len(broken)
+        return broken
 
     def settle_counterexample(self, x: np.ndarray, chunk: list) -> int | None:
         """Return the pixel of ``chunk`` kept with the shrunk ``x`` as its witness, if ``x`` shrinks to one pixel."""
