@@ -25,7 +25,7 @@ import numpy as np
 from explain_mnist.binarized.milp import Answer
 from explain_mnist.binarized.network import BinarizedNet, matches
 
-LEAF_BATCH = 32768          # rows of one batched forward pass over flip sets
+LEAF_BATCH = 8192          # rows of one batched forward pass over flip sets
 BEAM_WIDTH = 30
 
 
@@ -196,7 +196,9 @@ class _Search:
         """Evaluate every one-pixel extension of the given children at once (in batches).
 
         One more flip moves a first-layer count by 1, so only the neurons at count K - 1 or K in some child can
-        change its bit: the second layer's counts are the child's plus the change over those neurons alone.
+        change its bit: the second layer's counts are the child's plus the change over those neurons alone. Where
+        the second layer is the last hidden one, a batch evaluates only its neurons that some child of the batch
+        can change (the others keep, per child, the bit that every one of its extensions gives them).
         """
         p, n = self.p, len(self.order)
         bits = (counts >= p.K0).astype(np.float32)
@@ -208,27 +210,42 @@ class _Search:
             threshold = p.K[0] - (bits @ p.pm[0].T + p.neg[0]) + bits[:, live] @ pm_live
             need = p.K0[live] - counts[:, live]          # a live bit is 1 iff the flip's move reaches its need
             Do_live = self.Do[:, live]
+            if len(p.pm) == 1:
+                # the live bits a flip can set or clear (need 0 or 1), and the range of the live part's sum
+                free = ((need == 0) | (need == 1)).astype(np.float32)
+                settled = (bits[:, live] * (1 - free)) @ pm_live
+                always = settled + free @ np.minimum(pm_live, 0) >= threshold
+                changes = ~always & (settled + free @ np.maximum(pm_live, 0) >= threshold)
         sizes = n - 1 - positions
         done = 0
         while done < len(positions):
             self._tick()
             take = max(1, int(np.searchsorted(np.cumsum(sizes[done:]), LEAF_BATCH, side="right")))
-            rows = np.repeat(np.arange(done, done + take), sizes[done:done + take])
+            rows = np.repeat(np.arange(take), sizes[done:done + take])
             cols = np.concatenate([np.arange(q + 1, n) for q in positions[done:done + take]])
+            batch = slice(done, done + take)
             self.nodes += take
             done += take
             if not len(rows):
                 continue
             self.evaluated += len(rows)
-            if incremental:
-                live_bits = (Do_live[cols] >= need[rows]).astype(np.float32)
-                layer2 = (live_bits @ pm_live >= threshold[rows]).astype(np.float32)
+            if incremental and len(p.pm) == 1:
+                moving = np.flatnonzero(changes[batch].any(axis=0))
+                rest = np.setdiff1d(np.arange(threshold.shape[1]), moving)
+                base = always[batch][:, rest].astype(np.float32) @ p.twice_PN[rest] - p.offset
+                live_bits = (Do_live[cols] >= need[batch][rows]).astype(np.float32)
+                layer2 = (live_bits @ pm_live[:, moving] >= threshold[batch][:, moving][rows]).astype(np.float32)
+                slack = layer2 @ p.twice_PN[moving] + base[rows]
+                slack = slack.max(axis=1) if p.any else slack.min(axis=1)
+            elif incremental:
+                live_bits = (Do_live[cols] >= need[batch][rows]).astype(np.float32)
+                layer2 = (live_bits @ pm_live >= threshold[batch][rows]).astype(np.float32)
                 slack = p.margins_of_bits(p.bits_from(layer2, 1))
             else:
-                slack = p.margins(counts[rows] + self.Do[cols])
+                slack = p.margins(counts[batch][rows] + self.Do[cols])
             hit = np.flatnonzero(slack >= 0)
             if len(hit):
-                return flips + (int(positions[rows[hit[0]]]), int(cols[hit[0]]))
+                return flips + (int(positions[batch][rows[hit[0]]]), int(cols[hit[0]]))
         return None
 
 
