@@ -25,7 +25,7 @@ import numpy as np
 from explain_mnist.binarized.milp import Answer
 from explain_mnist.binarized.network import BinarizedNet, matches
 
-LEAF_BATCH = 8192          # rows of one batched forward pass over flip sets
+LEAF_BATCH = 8192           # rows of one batched forward pass over flip sets
 BEAM_WIDTH = 30
 
 
