@@ -84,7 +84,11 @@ class FlipProblem:
 
     def margins_of_bits(self, last: np.ndarray) -> np.ndarray:
         """Return the rows' closeness to the change (>= 0: changed) from the last hidden layer's bits."""
-        slack = last @ self.twice_PN - self.offset
+        return self.closest(last @ self.twice_PN - self.offset)
+
+    def closest(self, slack: np.ndarray) -> np.ndarray:
+        """Return per flip set its closeness to the change (>= 0: changed) from its per-row slacks
+        ``bits @ twice_PN - offset``: any row for the untargeted question, every row for a target."""
         return slack.max(axis=1) if self.any else slack.min(axis=1)
 
     def reachable(self, counts: np.ndarray, up: np.ndarray, down: np.ndarray) -> np.ndarray:
@@ -229,18 +233,16 @@ class _Search:
             if not len(rows):
                 continue
             self.evaluated += len(rows)
-            if incremental and len(p.pm) == 1:
-                moving = np.flatnonzero(changes[batch].any(axis=0))
-                rest = np.setdiff1d(np.arange(threshold.shape[1]), moving)
-                base = always[batch][:, rest].astype(np.float32) @ p.twice_PN[rest] - p.offset
+            if incremental:
                 live_bits = (Do_live[cols] >= need[batch][rows]).astype(np.float32)
-                layer2 = (live_bits @ pm_live[:, moving] >= threshold[batch][:, moving][rows]).astype(np.float32)
-                slack = layer2 @ p.twice_PN[moving] + base[rows]
-                slack = slack.max(axis=1) if p.any else slack.min(axis=1)
-            elif incremental:
-                live_bits = (Do_live[cols] >= need[batch][rows]).astype(np.float32)
-                layer2 = (live_bits @ pm_live >= threshold[batch][rows]).astype(np.float32)
-                slack = p.margins_of_bits(p.bits_from(layer2, 1))
+                if len(p.pm) == 1:
+                    moving = changes[batch].any(axis=0)
+                    base = always[batch][:, ~moving].astype(np.float32) @ p.twice_PN[~moving] - p.offset
+                    layer2 = (live_bits @ pm_live[:, moving] >= threshold[batch][:, moving][rows]).astype(np.float32)
+                    slack = p.closest(layer2 @ p.twice_PN[moving] + base[rows])
+                else:
+                    layer2 = (live_bits @ pm_live >= threshold[batch][rows]).astype(np.float32)
+                    slack = p.margins_of_bits(p.bits_from(layer2, 1))
             else:
                 slack = p.margins(counts[batch][rows] + self.Do[cols])
             hit = np.flatnonzero(slack >= 0)
