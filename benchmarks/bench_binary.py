@@ -11,7 +11,8 @@ answered by our exact search, the MIP, the IP (HiGHS) and the CNF (the default c
 solver), --limit seconds each, answers compared and every counterexample re-checked by the forward pass; (3) on the
 first --compare-images images and k = 1, 2: the CNF with each cardinality encoding (glucose4) and with each SAT
 solver (default encoding; native constraints for Minicard / Gluecard); (4) binary.py minflips by the search and by
-SAT on the first --minflips-images. --add runs only (2) for --flips and merges it into the saved run.
+SAT on the first --minflips-images. --add runs only (2) for --flips, and the search's minflips if --minflips-images
+is given, and merges them into the saved run.
 CaDiCaL is left out of the timed runs: its PySAT binding ignored the interrupt a time limit sends (measured: a
 60 s limit did not stop it). With --update-results writes benchmarks/binary.json and the section "binary" of
 benchmarks/RESULTS.md; without it prints the tables and writes the JSON under results/benchmarks/ (or --out).
@@ -70,14 +71,17 @@ def main():
     p.add_argument("--flips", default="1,2,5,10", help="comma-separated budgets k")
     p.add_argument("--limit", type=float, default=5.0, help="seconds per query and encoding")
     p.add_argument("--compare-images", type=int, default=10, help="images for the encoding / SAT solver comparison")
-    p.add_argument("--minflips-images", type=int, default=10, help="images for minflips")
+    p.add_argument("--minflips-images", type=int, default=None,
+                   help="images for minflips (default: 10; with --add: 0, the saved minflips kept)")
     p.add_argument("--minflips-limit", type=float, default=10.0, help="seconds per minflips search")
     p.add_argument("--report", action="store_true", help="only re-render the tables from the JSON file")
     p.add_argument("--threads", type=int, default=1, help="threads of the exact search")
     p.add_argument("--add", action="store_true", help="keep the saved run and only add the k-flip queries of "
-                   "--flips (replacing those of the same k)")
+                   "--flips (replacing those of the same k) and, with --minflips-images, the search's minflips")
     add_output_flags(p, "binary", "benchmarks/binary.json")
     args = p.parse_args()
+    if args.minflips_images is None:
+        args.minflips_images = 0 if args.add else 10
     if args.report:
         return report(read_json(saved_json(args, JSON)), args)
     out = output_json(args, JSON)
