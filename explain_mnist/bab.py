@@ -93,6 +93,7 @@ BATCH_NODES = 32
 BETA_STEPS_PER_LAYER = 10   # projected Adam steps of beta-CROWN per batch of nodes, per hidden layer
 PROOF_TOLERANCE = 1e-9  # default: a margin bound proves the margin positive only above this (rounding)
 INPUT_SPLIT_MAX_DIMS = 16   # input splits are weighed only for boxes with at most this many free inputs
+HULL_WARM_BYTES = 2 ** 28   # the open nodes keep their hull slopes as a warm start up to this much memory
 INPUT_SPLIT_DEPTH = 20      # an input is halved at most this many times (its width stays >= 2^-20 of the box's)
 
 
@@ -361,8 +362,10 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
                                  bounds.lower[0][node_of], bounds.upper[0][node_of], phases[0][node_of],
                                  W_spec[row_of], b_spec[row_of], start=first, stop_above=tolerance)
                 warm = [{} for _ in taken]
+                keep_slopes = (len(heap) + len(taken)) * W_hidden.size * 4 <= HULL_WARM_BYTES
                 for pair, (i, r) in enumerate(zip(node_of, row_of)):
-                    warm[i][r] = (rows.alpha[pair], rows.slopes[pair].astype(np.float32), rows.beta[pair])
+                    warm[i][r] = (rows.alpha[pair], rows.slopes[pair].astype(np.float32) if keep_slopes else None,
+                                  rows.beta[pair])
                 lower[node_of, row_of] = np.maximum(lower[node_of, row_of], rows.bound)
                 A = np.zeros((node_of.size, lo.size))
                 A[:, free] = rows.A
@@ -539,13 +542,15 @@ def _input_or_relu(net, C, bounds, box_lo, box_hi, settled, choices, worst, open
 
 def _hull_start(warm: list, node_of: np.ndarray, row_of: np.ndarray, lower: np.ndarray, upper: np.ndarray,
                 v: np.ndarray, W: np.ndarray) -> tuple:
-    """Return `hull.hull_rows`'s start for the (node, row) pairs: the parent's multipliers where kept, else
-    `hull.initial`."""
+    """Return `hull.hull_rows`'s start for the (node, row) pairs: the parent's multipliers where kept (its slopes
+    unless the heap was too large to keep them), else `hull.initial`."""
     alpha, slopes, beta = hull_initial(lower, upper, W, v)
     for pair, (i, r) in enumerate(zip(node_of, row_of)):
         kept = warm[i].get(r) if warm[i] else None
         if kept is not None:
-            alpha[pair], slopes[pair], beta[pair] = kept
+            alpha[pair], beta[pair] = kept[0], kept[2]
+            if kept[1] is not None:
+                slopes[pair] = kept[1]
     return alpha, slopes, beta
 
 

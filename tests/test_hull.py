@@ -112,3 +112,24 @@ def test_the_hull_is_tighter_than_the_triangle_on_the_shipped_twoclass_net():
     corners = np.random.default_rng(0).integers(0, 2, size=(2000, W.shape[1])).astype(float)
     assert crown < result.bound[0] <= net.forward(corners)[:, 0].min()
     assert result.bound[0] - crown > 0.2 * abs(crown)
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("warm_bytes", [0, None])
+def test_branch_and_bound_with_hull_bounds_decides_as_the_exact_minimum(seed, warm_bytes, monkeypatch):
+    from explain_mnist import bab
+    from explain_mnist.network import Affine, Network, ReLU
+    if warm_bytes is not None:
+        monkeypatch.setattr(bab, "HULL_WARM_BYTES", warm_bytes)
+    rng = np.random.default_rng(200 + seed)
+    n_in, h = int(rng.integers(2, 5)), int(rng.integers(3, 8))
+    W, b = random_layer(rng, n_in, h)
+    v = rng.normal(size=(1, h))
+    lo, hi = -np.ones(n_in), np.ones(n_in)
+    exact = exact_minimum(W, b, lo, hi, np.zeros(h, np.int8), v[0], 0.0)
+    d = -exact + rng.choice([-1, 1]) * 0.05 * (1 + abs(exact))      # the logit's minimum 5 % off 0, either side
+    net = Network([Affine(W, b), ReLU(), Affine(v, np.array([d]))], decision="sigmoid")
+    outcome = bab.branch_and_bound(net, lo, hi, 1)      # class 1: the logit must stay > 0
+    assert outcome.status == ("robust" if exact + d > 0 else "not_robust")
+    if outcome.status == "not_robust":
+        assert net.predict(outcome.x[None])[0] != 1 and np.all(outcome.x >= lo) and np.all(outcome.x <= hi)
