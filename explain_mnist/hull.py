@@ -30,7 +30,7 @@ HULL_STEPS = 25         # projected Adam steps per batch of nodes
 HULL_LR = 0.2           # step of alpha (a fraction of its range [0, 1])
 HULL_LR_A = 0.1       # step of the slopes a (input units)
 HULL_LR_BETA = 0.05     # step of the split multipliers
-HULL_MAX_PARAMETERS = 200_000   # neurons x inputs above which a node's slopes a are too large to keep per node
+HULL_MAX_PARAMETERS = 50_000    # neurons x inputs above which beta-CROWN's cheaper nodes pay more (RESULTS.md)
 ADAM_BETAS = (0.9, 0.999)
 
 
@@ -48,7 +48,7 @@ class HullBounds:
 
 
 def applies(net) -> bool:
-    """Return True iff `hull_rows` can bound ``net``: one hidden layer, small enough to keep slopes per node."""
+    """Return True iff branch-and-bound bounds ``net``'s nodes by `hull_rows`: one hidden layer, and small."""
     return len(net.hidden) == 1 and net.hidden[0].n_out * net.n_inputs <= HULL_MAX_PARAMETERS
 
 
