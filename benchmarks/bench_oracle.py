@@ -122,8 +122,9 @@ def report(rows, args):
     command = f"OMP_NUM_THREADS=1 python benchmarks/bench_oracle.py --model {args.model} --chunk {args.chunk} " + \
         (f"--indices {args.indices}" if args.indices else f"--images {args.images}")
     lines = [f"## The verifier as explanation oracle ({args.model})", "", args.machine, f"Command: `{command}`. "
-             "Each query is answered by the product's verifier (bound, attack, branch-and-bound with beta-CROWN node "
-             "bounds) and, as the baseline in the same process, by the same verifier with a node LP per open node "
+             "Each query is answered by the product's verifier (bound, attack, branch-and-bound with its default "
+             "node bounds: the convex-hull bounds of `hull.py` on a small one-hidden-layer net such as twoclass, "
+             "beta-CROWN otherwise) and, as the baseline in the same process, by the same verifier with a node LP per open node "
              "(`node_bound=\"lp\"`); "
              "the chunked deletion search is only a load generator, not the product's explanation algorithm.", "",
              f"{len(times)} queries over {len(rows)} images: median {np.median(times):.2f} ms, "
