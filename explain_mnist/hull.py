@@ -26,12 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from explain_mnist.bounds import ADAM_BETAS
+
 HULL_STEPS = 25         # projected Adam steps per batch of nodes
 HULL_LR = 0.2           # step of alpha (a fraction of its range [0, 1])
-HULL_LR_A = 0.1       # step of the slopes a (input units)
-HULL_LR_BETA = 0.05     # step of the split multipliers
+HULL_LR_A = 0.1         # step of neuron j's slopes a_j, relative to the mean |w_j|
+HULL_LR_BETA = 0.05     # step of neuron j's split multiplier, relative to |v_j|
 HULL_MAX_PARAMETERS = 50_000    # neurons x inputs above which beta-CROWN's cheaper nodes pay more (RESULTS.md)
-ADAM_BETAS = (0.9, 0.999)
 
 
 @dataclass
