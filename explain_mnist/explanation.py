@@ -28,7 +28,9 @@ the current ``F`` stays a witness for ``p`` to the end. The loop:
    it, the corners minimising each margin's linearisation at those) with the one pixel ``p`` moved to either end
    of its range, all pixels at once through the first layer (base pre-activations plus ``p``'s column times the
    move). Most kept pixels are settled so; the verifier's calls go mostly to the robust chunks, which free many
-   pixels each.
+   pixels each. And once single pixels are queried, a pixel the attack keeps starts one attack over the next
+   `SINGLES_BATCH` undecided pixels together, one ``box(F + p)`` each (`attack_singles`): each it breaks is
+   kept, as its own query's attack would have kept it (``F`` only grows, so the witness stays valid).
 3. Per-query budgets: a chunk that the verifier cannot decide within ``query_seconds`` (a verifier without
    refinement of intermediate bounds) is split; a single pixel it cannot decide goes at once to the *decisive*
    verifier (branch-and-bound for `FINAL_NODES` nodes, then the MIP, only the overall time limit as a limit),
@@ -66,6 +68,7 @@ QUERY_SECONDS = 1.0         # a verifier query's budget (then a chunk is split, 
 FINAL_NODES = 100_000       # the decisive verifier: branch-and-bound nodes before its MIP (no time limit)
 WITNESS_RELATIVE = 1e-7     # a witness's smallest margin must be below -this times the image's margin scale
 BATCH_SEEDS = 4             # latest counterexamples seeding the batched attack
+SINGLES_BATCH = 32          # single pixels attacked together after one that the attack kept
 GALLOP_FACTOR = 3.0         # a decisive query over several pixels gets this many times the last single one's time
 
 
@@ -269,6 +272,24 @@ class _Search:
         self.last_yield = len(broken)
         return broken
 
+    def attack_singles(self, pixels: list) -> set:
+        """Return the pixels ``p`` of ``pixels`` for which one batched attack over every ``box(F + p)`` finds a
+        witness (each kept with it): what their single-pixel queries' attacks would find, in one call."""
+        if not pixels:
+            return set()
+        lo, hi = self.box(self.free)
+        lo, hi = np.repeat(lo[None], len(pixels), axis=0), np.repeat(hi[None], len(pixels), axis=0)
+        rows = np.arange(len(pixels))
+        lo[rows, pixels], hi[rows, pixels] = self.lo[pixels], self.hi[pixels]
+        seeds = np.array(self.seeds) if self.seeds else None
+        results = attack.attack_many(self.net, lo, hi, self.c, seeds=seeds, margin=self.slack)
+        broken = set()
+        for p, result in zip(pixels, results):
+            if result.x is not None and changes_class(self.net, result.x, self.c, self.slack):
+                self.keep(p, result.x, "kept_by_query")
+                broken.add(p)
+        return broken
+
     def settle_counterexample(self, x: np.ndarray, chunk: list) -> int | None:
         """Return the pixel of ``chunk`` kept with the shrunk ``x`` as its witness, if ``x`` shrinks to one pixel."""
         candidates = sorted(chunk, key=lambda p: self.rank[p])
@@ -336,6 +357,11 @@ class _Search:
             kept = self.settle_counterexample(verdict.counterexample, chunk)
             if kept is not None:
                 pending = [p for p in pending if p != kept]
+            if len(chunk) == 1 and verdict.method == "attack" and SINGLES_BATCH > 1:
+                # single pixels that the attack keeps: attack the next ones together, one box each
+                broken = self.attack_singles(pending[:SINGLES_BATCH])
+                if broken:
+                    pending = [p for p in pending if p not in broken]
             if self.free.sum() > self.attacked_at or (verdict.method != "attack" and self.last_yield > 0):
                 broken = self.batch_attack(pending)
                 if broken:
