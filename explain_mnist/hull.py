@@ -18,7 +18,8 @@ for every choice of ``(alpha, a, beta)``. Over all ``a_j`` these upper lines mak
 interval: ``a_j = u_j / (u_j - l_j) w_j``, the ascent's start, is the triangle's chord. The bound is concave in
 ``(alpha, a, beta)``; projected Adam ascent with supergradients (at the minimising corner ``x*``: ``v_j z_j(x*)``
 for ``alpha_j``, ``v_j (x* - x_c)`` for ``a_j`` with ``x_c`` the corner attaining ``c``, ``-+z_j(x*)`` for
-``beta_j``) improves it, and each row keeps the best value any step reached.
+``beta_j``) improves it, each row keeps the best value any step reached, and the ascent ends early once the
+bounds stop rising.
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ HULL_STEPS = 25         # projected Adam steps per batch of nodes
 HULL_LR = 0.2           # step of alpha (a fraction of its range [0, 1])
 HULL_LR_A = 0.1         # step of neuron j's slopes a_j, relative to the mean |w_j|
 HULL_LR_BETA = 0.05     # step of neuron j's split multiplier, relative to |v_j|
+PLATEAU_STEPS = 5       # the ascent stops once no bound has risen by more than
+PLATEAU_GAIN = 1e-3     # ... this fraction of itself over that many steps
 HULL_MAX_PARAMETERS = 50_000    # neurons x inputs above which beta-CROWN's cheaper nodes pay more (RESULTS.md)
 
 
@@ -128,6 +131,7 @@ def _ascent(W, b, lo, hi, v, d, active, convex, concave, cols, split_sign, param
     rate_slopes = HULL_LR_A * np.abs(W[cols]).mean(axis=1)[None, :, None]
     b1, b2 = ADAM_BETAS
     going = np.arange(lo.shape[0])          # the pairs still in the ascent
+    history = []
     candidates = np.full(lo.shape, np.nan)  # per pair, the first corner met where the row is <= 0 (1: lo, 0: hi)
     for step in range(1, steps + 1):
         bound, _, _, (x, first_gap, rest_up, v_concave) = _evaluate(W, b, lo, hi, v, d, active, convex, concave,
@@ -138,6 +142,10 @@ def _ascent(W, b, lo, hi, v, d, active, convex, concave, cols, split_sign, param
             k[going[improved]] = p[improved]
         if step == steps:
             break
+        history.append(best[going].copy())
+        if len(history) > PLATEAU_STEPS and np.all(history[-1] - history[-1 - PLATEAU_STEPS]
+                                                   <= PLATEAU_GAIN * np.abs(history[-1])):
+            break   # no pair's bound rose by more than PLATEAU_GAIN of itself in the last PLATEAU_STEPS steps
         if stop_above is not None:
             left = best[going] <= stop_above
             if not left.any():
@@ -148,6 +156,7 @@ def _ascent(W, b, lo, hi, v, d, active, convex, concave, cols, split_sign, param
                     v_concave = (t[left] for t in (lo, hi, v, d, active, convex, concave, split_sign, alpha, slopes,
                                                    beta, x, first_gap, rest_up, v_concave))
                 moments = [[m[left] for m in pair] for pair in moments]
+                history = [h[left] for h in history]
         width = hi - lo
         z = x @ W.T + b
         crossed = (v * np.maximum(z, 0.0)).sum(axis=1) + d <= 0       # the row's own value at the corner
