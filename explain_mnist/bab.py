@@ -28,12 +28,13 @@ bounded over many nodes at once by CROWN with the nodes' phases fixed
   (measured on 256x4 mnistfc: prop_0_0.03 in 3 s and 167 nodes, against 13 s
   and 213 nodes with node LPs; prop_10_0.05 in 8 s against 24 s; with 20 steps
   instead of 40 the bounds were too loose and prop_10_0.05 took over 4,000
-  nodes). Its minimising corners are candidate counterexamples too. Node bound
-  On a network with one hidden layer (`hull.applies`) the open rows are bounded
+  nodes). Its minimising corners are candidate counterexamples too.
+  On a small network with one hidden layer (`hull.applies`) the open rows are bounded
   by `hull.hull_rows` instead: each free neuron that pushes the row down gets an
   upper line in the inputs, the concave envelope of its ReLU over the box rather
   than the triangle over its pre-activation's interval, and the split neurons
-  get multipliers as above; the inputs fixed on the box fold into the biases.
+  get multipliers as above; the inputs fixed on the box fold into the biases,
+  and the corners the ascent meets where the row is <= 0 are candidates too.
   Measured on the twoclass net's hardest explanation queries (RESULTS.md,
   section "explanation"): 23-91 nodes where beta-CROWN took 4,500-8,500. Node bound
   "lp" minimises each open row by an LP instead (`NodeLP`: the triangle relaxation with the node's splits as
@@ -319,13 +320,14 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
             heapq.heappush(heap, _Node(float(lower[rest][open_rows[rest]].min()), next(counter), node.phases,
                                        open_rows[rest], node.lower, node.upper, lower[rest], box=node.box))
 
+    def first_changing(points):
+        """Return the first of ``points`` (inputs of the box) that the network classifies other than c, or None."""
+        hits = np.flatnonzero(net.predict(points) != c) if len(points) else []
+        return points[hits[0]] if len(hits) else None
+
     def counterexample(A, box_lo, box_hi):
         """Return the first minimising box corner of the linear bounds ``A`` that changes the class, or None."""
-        if not counterexamples:
-            return None
-        corners = np.where(A > 0, box_lo, box_hi)
-        hits = np.flatnonzero(net.predict(corners) != c)
-        return corners[hits[0]] if hits.size else None
+        return first_changing(np.where(A > 0, box_lo, box_hi)) if counterexamples else None
 
     try:
         while heap:
@@ -355,43 +357,39 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
                 if x is not None:
                     return outcome("not_robust", x)
             warm = [None] * len(taken)
-            if beta_steps and idx.size and one_hidden:
-                first = _hull_start([node.warm for node in taken], node_of, row_of, bounds.lower[0][node_of],
-                                    bounds.upper[0][node_of], W_spec[row_of], W_hidden)
-                rows = hull_rows(W_hidden, b_hidden, box_lo[node_of][:, free], box_hi[node_of][:, free],
-                                 bounds.lower[0][node_of], bounds.upper[0][node_of], phases[0][node_of],
-                                 W_spec[row_of], b_spec[row_of], start=first, stop_above=tolerance)
-                warm = [{} for _ in taken]
-                keep_slopes = (len(heap) + len(taken)) * W_hidden.size * 4 <= HULL_WARM_BYTES
-                for pair, (i, r) in enumerate(zip(node_of, row_of)):
-                    warm[i][r] = (rows.alpha[pair], rows.slopes[pair].astype(np.float32) if keep_slopes else None,
-                                  rows.beta[pair])
-                lower[node_of, row_of] = np.maximum(lower[node_of, row_of], rows.bound)
-                A = np.zeros((node_of.size, lo.size))
-                A[:, free] = rows.A
-                x = counterexample(A, box_lo[node_of], box_hi[node_of])
-                met = np.flatnonzero(np.isfinite(rows.candidates[:, 0])) if x is None and counterexamples else []
-                if len(met):
+            if beta_steps and idx.size:
+                points = None   # candidate counterexamples besides the bounds' minimising corners
+                if one_hidden:
+                    first = _hull_start([node.warm for node in taken], node_of, row_of, bounds.lower[0][node_of],
+                                        bounds.upper[0][node_of], W_spec[row_of], W_hidden)
+                    rows = hull_rows(W_hidden, b_hidden, box_lo[node_of][:, free], box_hi[node_of][:, free],
+                                     bounds.lower[0][node_of], bounds.upper[0][node_of], phases[0][node_of],
+                                     W_spec[row_of], b_spec[row_of], start=first, stop_above=tolerance)
+                    keep_slopes = (len(heap) + len(taken)) * W_hidden.size * 4 <= HULL_WARM_BYTES
+                    starts = [(rows.alpha[pair], rows.slopes[pair].astype(np.float32) if keep_slopes else None,
+                               rows.beta[pair]) for pair in range(node_of.size)]
+                    bound, A = rows.bound, np.zeros((node_of.size, lo.size))
+                    A[:, free] = rows.A
+                    met = np.flatnonzero(np.isfinite(rows.candidates[:, 0]))
                     points = box_lo[node_of[met]].copy()
                     points[:, free] = rows.candidates[met]
-                    hits = np.flatnonzero(net.predict(points) != c)
-                    x = points[hits[0]] if hits.size else None
-                if x is not None:
-                    return outcome("not_robust", x)
-                open_rows &= ~(lower > tolerance)
-            elif beta_steps and idx.size:
-                alpha0, nu0 = _warm_start_from([node.warm for node in taken], node_of, row_of, bounds.lower)
-                rows = optimise_rows(net, box_lo[node_of], box_hi[node_of], [l[node_of] for l in bounds.lower],
-                                     [u[node_of] for u in bounds.upper], W_spec[row_of][:, None, :],
-                                     b_spec[row_of][:, None], phases=[p[node_of] for p in phases], steps=beta_steps,
-                                     deadline=np.inf if deadline is None else deadline, alpha=alpha0, nu=nu0,
-                                     stop_above=tolerance, dtype=np.float32)
+                else:
+                    alpha0, nu0 = _warm_start_from([node.warm for node in taken], node_of, row_of, bounds.lower)
+                    rows = optimise_rows(net, box_lo[node_of], box_hi[node_of], [l[node_of] for l in bounds.lower],
+                                         [u[node_of] for u in bounds.upper], W_spec[row_of][:, None, :],
+                                         b_spec[row_of][:, None], phases=[p[node_of] for p in phases],
+                                         steps=beta_steps, deadline=np.inf if deadline is None else deadline,
+                                         alpha=alpha0, nu=nu0, stop_above=tolerance, dtype=np.float32)
+                    starts = [([a[pair, 0].astype(np.float32) for a in rows.alpha],
+                               [v[pair, 0].astype(np.float32) for v in rows.nu]) for pair in range(node_of.size)]
+                    bound, A = rows.bound[:, 0], rows.A[:, 0]
                 warm = [{} for _ in taken]
                 for pair, (i, r) in enumerate(zip(node_of, row_of)):
-                    warm[i][r] = ([a[pair, 0].astype(np.float32) for a in rows.alpha],
-                                  [v[pair, 0].astype(np.float32) for v in rows.nu])
-                lower[node_of, row_of] = np.maximum(lower[node_of, row_of], rows.bound[:, 0])
-                x = counterexample(rows.A[:, 0], box_lo[node_of], box_hi[node_of])
+                    warm[i][r] = starts[pair]
+                lower[node_of, row_of] = np.maximum(lower[node_of, row_of], bound)
+                x = counterexample(A, box_lo[node_of], box_hi[node_of])
+                if x is None and points is not None and counterexamples:
+                    x = first_changing(points)
                 if x is not None:
                     return outcome("not_robust", x)
                 open_rows &= ~(lower > tolerance)

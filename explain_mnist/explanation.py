@@ -357,7 +357,7 @@ class _Search:
             kept = self.settle_counterexample(verdict.counterexample, chunk)
             if kept is not None:
                 pending = [p for p in pending if p != kept]
-            if len(chunk) == 1 and verdict.method == "attack" and SINGLES_BATCH > 1:
+            if len(chunk) == 1 and verdict.method == "attack":
                 # single pixels that the attack keeps: attack the next ones together, one box each
                 broken = self.attack_singles(pending[:SINGLES_BATCH])
                 if broken:

@@ -81,61 +81,64 @@ def hull_rows(W: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray, lowe
     unstable = (lower < 0) & (upper > 0) & (phases == 0)
     convex = unstable & (v > 0)
     concave = unstable & (v < 0)
-    split_sign = np.where(phases > 0, -1.0, np.where(phases < 0, 1.0, 0.0))   # the split term: sign * beta * z
     if start is None:
         start = initial(lower, upper, W, v)
     cols = np.flatnonzero(concave.any(axis=0))      # the neurons with slopes in some pair
+    layer = (W, b, W[cols])
+    pairs = dict(lo=lo, hi=hi, width=hi - lo, base=lo @ W[cols].T + b[cols], v=v, d=d, active=active, convex=convex,
+                 concave=concave[:, cols], v_concave=np.where(concave[:, cols], v[:, cols], 0.0),
+                 split_sign=np.where(phases > 0, -1.0, np.where(phases < 0, 1.0, 0.0)))   # split term: sign beta z
     parameters = (np.clip(start[0], 0.0, 1.0) * convex, np.where(concave[:, cols, None], start[1][:, cols], 0.0),
-                  np.maximum(start[2], 0.0) * (split_sign != 0))
-    terms = (W, b, lo, hi, v, d, active, convex, concave[:, cols], cols, split_sign)
+                  np.maximum(start[2], 0.0) * (pairs["split_sign"] != 0))
     candidates = np.full(lo.shape, np.nan)
     if steps > 1:
-        single = [np.asarray(t, dtype=np.float32) if t.dtype == np.float64 else t for t in terms]
-        parameters, candidates = _ascent(*single, [p.astype(np.float32) for p in parameters], int(steps),
-                                         stop_above)
+        single = [np.asarray(t, dtype=np.float32) if t.dtype == np.float64 else t for t in layer]
+        parameters, candidates = _ascent(single, {k: t.astype(np.float32) if t.dtype == np.float64 else t
+                                                  for k, t in pairs.items()},
+                                         [p.astype(np.float32) for p in parameters], int(steps), stop_above)
     alpha, slopes, beta = (p.astype(np.float64) for p in parameters)
-    bound, A, c, _ = _evaluate(*terms, alpha, slopes, beta)
+    bound, A, c, _ = _evaluate(layer, pairs, alpha, slopes, beta)
     candidates = np.where(candidates == 1, lo, np.where(candidates == 0, hi, np.nan))   # in double precision
     full = np.zeros(lower.shape + (W.shape[1],))
     full[:, cols] = slopes
     return HullBounds(bound, A, c, alpha, full, beta, candidates)
 
 
-def _evaluate(W, b, lo, hi, v, d, active, convex, concave, cols, split_sign, alpha, slopes, beta):
-    """Return ``(bound, A, c, state)`` of the multipliers (``slopes`` over the neurons ``cols``, ``concave`` their
-    mask): ``A . x + c`` is the lower function, ``state`` what the supergradients need (the minimising corner,
-    ``z`` there, which gap attains ``c(a)``)."""
-    width = hi - lo
-    a_lo = np.einsum("phn,pn->ph", slopes, lo)
-    gap_a = -(a_lo + np.einsum("phn,pn->ph", np.minimum(slopes, 0.0), width))          # max_box(-a . x)
-    rest_up = np.maximum(W[cols][None] - slopes, 0.0)
-    gap_b = lo @ W[cols].T - a_lo + np.einsum("phn,pn->ph", rest_up, width) + b[cols]   # max_box((w - a) . x) + b
-    v_concave = np.where(concave, v[:, cols], 0.0)
-    coefficient = np.where(active, v, 0.0) + v * alpha + split_sign * beta              # of z_j
-    A = coefficient @ W + np.einsum("ph,phn->pn", v_concave, slopes)
-    c = d + coefficient @ b + (v_concave * np.maximum(gap_a, gap_b)).sum(axis=1)
-    x = np.where(A > 0, lo, hi)
+def _evaluate(layer, t, alpha, slopes, beta):
+    """Return ``(bound, A, c, state)`` of the multipliers (``slopes`` over the neurons of ``layer``'s third
+    entry, the rows of ``W`` with slopes): ``A . x + c`` is the lower function, ``state`` what the supergradients
+    need (the minimising corner, which gap attains ``c(a)``, and the positive part of ``w - a``). ``t``: the
+    pairs' terms (`hull_rows`)."""
+    W, b, W_slopes = layer
+    a_lo = np.einsum("phn,pn->ph", slopes, t["lo"])
+    gap_a = -(a_lo + np.einsum("phn,pn->ph", np.minimum(slopes, 0.0), t["width"]))     # max_box(-a . x)
+    rest_up = np.maximum(W_slopes[None] - slopes, 0.0)
+    gap_b = t["base"] - a_lo + np.einsum("phn,pn->ph", rest_up, t["width"])            # max_box((w - a) . x) + b
+    coefficient = np.where(t["active"], t["v"], 0.0) + t["v"] * alpha + t["split_sign"] * beta   # of z_j
+    A = coefficient @ W + np.einsum("ph,phn->pn", t["v_concave"], slopes)
+    c = t["d"] + coefficient @ b + (t["v_concave"] * np.maximum(gap_a, gap_b)).sum(axis=1)
+    x = np.where(A > 0, t["lo"], t["hi"])
     bound = (A * x).sum(axis=1) + c
-    return bound, A, c, (x, gap_a >= gap_b, rest_up, v_concave)
+    return bound, A, c, (x, gap_a >= gap_b, rest_up)
 
 
-def _ascent(W, b, lo, hi, v, d, active, convex, concave, cols, split_sign, parameters, steps, stop_above):
+def _ascent(layer, t, parameters, steps, stop_above):
     """Return the multipliers ``(alpha, slopes, beta)`` with the best bound of each pair after projected Adam
     (pairs whose bound is above ``stop_above`` leave the ascent), and per pair the first corner the ascent met
     where the row's value is <= 0 (NaN if none): candidate counterexamples."""
+    W, b, W_slopes = layer
     alpha, slopes, beta = parameters
-    best = np.full(lo.shape[0], -np.inf, dtype=lo.dtype)
+    best = np.full(t["lo"].shape[0], -np.inf, dtype=t["lo"].dtype)
     kept = [p.copy() for p in parameters]
     moments = [[np.zeros_like(p), np.zeros_like(p)] for p in parameters]
     # steps in each multiplier's own units, so that scaling the network scales nothing but the numbers
-    rate_slopes = HULL_LR_A * np.abs(W[cols]).mean(axis=1)[None, :, None]
+    rate_slopes = HULL_LR_A * np.abs(W_slopes).mean(axis=1)[None, :, None]
     b1, b2 = ADAM_BETAS
-    going = np.arange(lo.shape[0])          # the pairs still in the ascent
+    going = np.arange(t["lo"].shape[0])     # the pairs still in the ascent
     history = []
-    candidates = np.full(lo.shape, np.nan)  # per pair, the first corner met where the row is <= 0 (1: lo, 0: hi)
+    candidates = np.full(t["lo"].shape, np.nan)  # per pair, the first corner met where the row is <= 0 (1: lo, 0: hi)
     for step in range(1, steps + 1):
-        bound, _, _, (x, first_gap, rest_up, v_concave) = _evaluate(W, b, lo, hi, v, d, active, convex, concave,
-                                                                    cols, split_sign, alpha, slopes, beta)
+        bound, _, _, (x, first_gap, rest_up) = _evaluate(layer, t, alpha, slopes, beta)
         improved = bound > best[going]
         best[going[improved]] = bound[improved]
         for k, p in zip(kept, (alpha, slopes, beta)):
@@ -152,23 +155,22 @@ def _ascent(W, b, lo, hi, v, d, active, convex, concave, cols, split_sign, param
                 break
             if not left.all():
                 going = going[left]
-                lo, hi, v, d, active, convex, concave, split_sign, alpha, slopes, beta, x, first_gap, rest_up, \
-                    v_concave = (t[left] for t in (lo, hi, v, d, active, convex, concave, split_sign, alpha, slopes,
-                                                   beta, x, first_gap, rest_up, v_concave))
+                t = {k: term[left] for k, term in t.items()}
+                alpha, slopes, beta, x, first_gap, rest_up = (a[left] for a in (alpha, slopes, beta, x, first_gap,
+                                                                                rest_up))
                 moments = [[m[left] for m in pair] for pair in moments]
                 history = [h[left] for h in history]
-        width = hi - lo
         z = x @ W.T + b
-        crossed = (v * np.maximum(z, 0.0)).sum(axis=1) + d <= 0       # the row's own value at the corner
+        crossed = (t["v"] * np.maximum(z, 0.0)).sum(axis=1) + t["d"] <= 0       # the row's own value at the corner
         if crossed.any():
             new = ~np.isfinite(candidates[going[crossed], 0])
-            candidates[going[crossed][new]] = (x[crossed][new] == lo[crossed][new])   # 1: lo, 0: hi
+            candidates[going[crossed][new]] = (x[crossed][new] == t["lo"][crossed][new])   # 1: lo, 0: hi
         # the corner attaining c(a) is lo + width * (a < 0) for the first gap, lo + width * (w - a > 0) else
         up = np.where(first_gap[:, :, None], slopes < 0, rest_up > 0)
-        gradients = (v * z * convex,
-                     v_concave[:, :, None] * ((x - lo)[:, None, :] - width[:, None, :] * up),
-                     split_sign * z)
-        rates = (HULL_LR, rate_slopes, HULL_LR_BETA * np.abs(v))
+        gradients = (t["v"] * z * t["convex"],
+                     t["v_concave"][:, :, None] * ((x - t["lo"])[:, None, :] - t["width"][:, None, :] * up),
+                     t["split_sign"] * z)
+        rates = (HULL_LR, rate_slopes, HULL_LR_BETA * np.abs(t["v"]))
         for parameter, gradient, moment, rate in zip((alpha, slopes, beta), gradients, moments, rates):
             moment[0] *= b1
             moment[0] += (1 - b1) * gradient
@@ -176,7 +178,7 @@ def _ascent(W, b, lo, hi, v, d, active, convex, concave, cols, split_sign, param
             moment[1] += (1 - b2) * gradient * gradient
             parameter += rate * (moment[0] / (1 - b1 ** step)) / (np.sqrt(moment[1] / (1 - b2 ** step)) + 1e-12)
         np.clip(alpha, 0.0, 1.0, out=alpha)
-        alpha *= convex
-        slopes *= concave[:, :, None]
+        alpha *= t["convex"]
+        slopes *= t["concave"][:, :, None]
         np.maximum(beta, 0.0, out=beta)
     return kept, candidates

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
+from explain_mnist import bab
 from explain_mnist.bounds import crown_bounds
 from explain_mnist.hull import hull_rows, initial
+from explain_mnist.models import load_network
+from explain_mnist.network import Affine, Network, ReLU
 
 
 def random_layer(rng, n_in, h):
@@ -67,7 +70,6 @@ def test_the_hull_bound_is_never_below_crowns(seed):
     lo = rng.normal(size=(1, n_in)) - 1.0
     hi = lo + rng.uniform(0.5, 2.0, size=(1, n_in))
     lower, upper = interval(W, b, lo, hi)
-    from explain_mnist.network import Affine, Network, ReLU
     net = Network([Affine(W, b), ReLU(), Affine(v, d)], decision="sigmoid")
     crown = crown_bounds(net, lo, hi, C=np.ones((1, 1))).spec_lower[0, 0]
     result = hull_rows(W, b, lo, hi, lower, upper, np.zeros((1, h), np.int8), v, d)
@@ -101,7 +103,6 @@ def test_scaling_by_powers_of_two_scales_only_the_bound(shift_w, shift_v):
 
 
 def test_the_hull_is_tighter_than_the_triangle_on_the_shipped_twoclass_net():
-    from explain_mnist.models import load_network
     net = load_network("twoclass")
     W, b = net.hidden[0].dense_W(), net.hidden[0].b
     lo, hi = np.zeros((1, W.shape[1])), np.ones((1, W.shape[1]))
@@ -117,8 +118,6 @@ def test_the_hull_is_tighter_than_the_triangle_on_the_shipped_twoclass_net():
 @pytest.mark.parametrize("seed", range(12))
 @pytest.mark.parametrize("warm_bytes", [0, None])
 def test_branch_and_bound_with_hull_bounds_decides_as_the_exact_minimum(seed, warm_bytes, monkeypatch):
-    from explain_mnist import bab
-    from explain_mnist.network import Affine, Network, ReLU
     if warm_bytes is not None:
         monkeypatch.setattr(bab, "HULL_WARM_BYTES", warm_bytes)
     rng = np.random.default_rng(200 + seed)
