@@ -3,11 +3,21 @@
 A model argument is a shipped name (``twoclass``, ``multiclass``, ``cnn_simple``:
 ``models/<name>.keras``) or a path. The reader is chosen by the file's suffix from
 `MODEL_READERS`; the ONNX reader is added by `explain_mnist.onnx_io`.
+
+Converted networks are cached (pickles under `network_cache_dir`), keyed by the SHA-256 of the model file's
+bytes together with the source of its reader and of `explain_mnist.network`: a later run reads the numpy network
+without starting TensorFlow (which takes seconds), and any change to the file or to the conversion code misses
+the cache. A cache that cannot be read or written is skipped, never an error. Re-checks by the model's own
+framework (`reference_classes`) always load the model file itself.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
+import inspect
 import json
+import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +26,8 @@ from explain_mnist.data import REPO_ROOT
 from explain_mnist.errors import UserError
 from explain_mnist.network import Network
 
+CACHE_ENV = "EXPLAIN_MNIST_CACHE"   # a folder, or "off" for no cache
+CACHE_OFF = ("", "0", "off", "no", "none")
 MODELS_DIR = REPO_ROOT / "models"
 SHIPPED_MODELS = ("twoclass", "multiclass", "cnn_simple")
 
@@ -52,10 +64,14 @@ def load_network(model: str) -> Network:
         hint = "run `make models` to train it" if model in SHIPPED_MODELS else "check the path"
         raise UserError(f"model file {path} not found; {hint}")
     module, entry = _reader(path)
-    try:
-        net = getattr(module, entry[1])(path)
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"model {path} cannot be turned into an affine/ReLU network: {exc}") from None
+    cached = _cache_file(path, module)
+    net = _read_cached(cached)
+    if net is None:
+        try:
+            net = getattr(module, entry[1])(path)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"model {path} cannot be turned into an affine/ReLU network: {exc}") from None
+        _write_cached(cached, net)
     net.meta["path"] = str(path)
     card = path.with_suffix(".json")
     if card.is_file():
@@ -66,6 +82,52 @@ def load_network(model: str) -> Network:
         if isinstance(names, list) and len(names) == net.n_classes:
             net.meta["class_names"] = names
     return net
+
+
+def network_cache_dir() -> Path | None:
+    """Return the folder of cached networks: ``$EXPLAIN_MNIST_CACHE``, else ``$XDG_CACHE_HOME/explain_mnist`` or
+    ``~/.cache/explain_mnist``; None if the variable says "off"."""
+    value = os.environ.get(CACHE_ENV)
+    if value is not None:
+        return None if value.strip().lower() in CACHE_OFF else Path(value).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "explain_mnist"
+
+
+def _cache_file(path: Path, reader_module) -> Path | None:
+    """Return where the network of ``path`` read by ``reader_module`` is cached (None: no cache)."""
+    folder = network_cache_dir()
+    if folder is None:
+        return None
+    digest = hashlib.sha256()
+    try:
+        for source in (path, inspect.getsourcefile(reader_module), inspect.getsourcefile(Network)):
+            digest.update(Path(source).read_bytes())
+    except (OSError, TypeError):
+        return None
+    return folder / f"network-{digest.hexdigest()}.pkl"
+
+
+def _read_cached(cached: Path | None) -> Network | None:
+    """Return the cached network, or None if there is none or it cannot be read."""
+    if cached is None or not cached.is_file():
+        return None
+    try:
+        with open(cached, "rb") as f:
+            net = pickle.load(f)
+    except Exception:   # a truncated or foreign file is a cache miss, whatever unpickling raises
+        return None
+    return net if isinstance(net, Network) else None
+
+
+def _write_cached(cached: Path | None, net: Network) -> None:
+    """Store ``net`` at ``cached`` (atomically); a cache that cannot be written is skipped."""
+    from explain_mnist.results import write_atomic
+    if cached is None:
+        return
+    try:
+        write_atomic(cached, lambda f: pickle.dump(net, f, protocol=pickle.HIGHEST_PROTOCOL))
+    except (OSError, UserError):
+        pass
 
 
 def class_name(k: int, names: list[str] | None) -> str | None:

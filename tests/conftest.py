@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="keras_home_")  # never the user's ~/.keras
+os.environ["EXPLAIN_MNIST_CACHE"] = tempfile.mkdtemp(prefix="explain_mnist_cache_")  # nor ~/.cache
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.pop("MNIST_PATH", None)
 # a shell that starts a job in the background sets SIGINT to "ignore", which every child inherits, so the Ctrl-C

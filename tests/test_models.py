@@ -1,6 +1,9 @@
-"""Model names and cards: what a class stands for, a folder given as a model, cards without local paths."""
+"""Model names and cards: what a class stands for, a folder given as a model, cards without local paths; the cache
+of converted networks."""
 import json
+import shutil
 
+import numpy as np
 import pytest
 
 from explain_mnist import models
@@ -43,3 +46,61 @@ def test_model_cards_hold_no_local_paths(name):
     assert card["data_source"].startswith("MNIST training set (60,000 images, IDX files)")
     assert "/" not in card["data_source"] and "shared" not in card["data_source"]
     assert ("digits 1 vs 3" in card["data_source"]) == (name == "twoclass")
+
+
+def _cache_files(folder):
+    return sorted(folder.glob("network-*.pkl"))
+
+
+def _refuse_reading(monkeypatch):
+    """Make the Keras reader fail, so that a load can only come from the cache."""
+    from explain_mnist import keras_io
+
+    def refuse(path):
+        raise AssertionError("the Keras reader was called")
+    monkeypatch.setattr(keras_io, "read_keras", refuse)
+
+
+def test_cached_network_computes_what_the_file_computes(tmp_path, monkeypatch, test_set):
+    from explain_mnist.keras_io import read_keras
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "cache"))
+    model = tmp_path / "m.keras"
+    shutil.copy(models.MODELS_DIR / "multiclass.keras", model)
+    shutil.copy(models.MODELS_DIR / "multiclass.json", model.with_suffix(".json"))
+    fresh = read_keras(model)
+    models.load_network(str(model))
+    assert len(_cache_files(tmp_path / "cache")) == 1
+    _refuse_reading(monkeypatch)
+    cached = models.load_network(str(model))
+    X = test_set.x[:50].astype(np.float64)
+    assert np.array_equal(cached.forward(X), fresh.forward(X))
+    assert cached.meta["path"] == str(model) and cached.meta["class_names"] == [str(d) for d in range(10)]
+
+
+def test_cache_is_keyed_by_the_file_content(tmp_path, monkeypatch):
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "cache"))
+    model = tmp_path / "m.keras"
+    shutil.copy(models.MODELS_DIR / "twoclass.keras", model)
+    assert models.load_network(str(model)).n_outputs == 1
+    shutil.copy(models.MODELS_DIR / "multiclass.keras", model)
+    assert models.load_network(str(model)).n_outputs == 10
+    assert len(_cache_files(tmp_path / "cache")) == 2
+
+
+def test_unreadable_or_unwritable_cache_is_a_miss(tmp_path, monkeypatch):
+    model = tmp_path / "m.keras"
+    shutil.copy(models.MODELS_DIR / "twoclass.keras", model)
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "cache"))
+    models.load_network(str(model))
+    (entry,) = _cache_files(tmp_path / "cache")
+    entry.write_bytes(b"not a pickle")
+    assert models.load_network(str(model)).n_outputs == 1
+    assert entry.read_bytes() != b"not a pickle"          # rewritten by the fresh conversion
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "a_file"))
+    assert models.load_network(str(model)).n_outputs == 1
+    monkeypatch.setenv(models.CACHE_ENV, "off")
+    assert models.network_cache_dir() is None
+    _refuse_reading(monkeypatch)
+    with pytest.raises(AssertionError, match="Keras reader was called"):
+        models.load_network(str(model))
