@@ -5,16 +5,14 @@ A model argument is a shipped name (``twoclass``, ``multiclass``, ``cnn_simple``
 `MODEL_READERS`; the ONNX reader is added by `explain_mnist.onnx_io`.
 
 Converted networks are cached (pickles under `network_cache_dir`), keyed by the SHA-256 of the model file's
-bytes together with the source of its reader and of `explain_mnist.network`: a later run reads the numpy network
-without starting TensorFlow (which takes seconds), and any change to the file or to the conversion code misses
-the cache. A cache that cannot be read or written is skipped, never an error. Re-checks by the model's own
+bytes together with the package's modules: a later run reads the numpy network without starting TensorFlow
+(which takes seconds), and any change to the file or to the conversion code misses the cache. A cache that cannot be read or written is skipped, never an error. Re-checks by the model's own
 framework (`reference_classes`) always load the model file itself.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib
-import inspect
 import json
 import os
 import pickle
@@ -64,7 +62,7 @@ def load_network(model: str) -> Network:
         hint = "run `make models` to train it" if model in SHIPPED_MODELS else "check the path"
         raise UserError(f"model file {path} not found; {hint}")
     module, entry = _reader(path)
-    cached = _cache_file(path, module)
+    cached = _cache_file(path)
     net = _read_cached(cached)
     if net is None:
         try:
@@ -93,16 +91,17 @@ def network_cache_dir() -> Path | None:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "explain_mnist"
 
 
-def _cache_file(path: Path, reader_module) -> Path | None:
-    """Return where the network of ``path`` read by ``reader_module`` is cached (None: no cache)."""
+def _cache_file(path: Path) -> Path | None:
+    """Return where the network of the model file ``path`` is cached (None: no cache). The key covers the file and
+    every module of the package, so that no change to the conversion code can go unnoticed."""
     folder = network_cache_dir()
     if folder is None:
         return None
     digest = hashlib.sha256()
     try:
-        for source in (path, inspect.getsourcefile(reader_module), inspect.getsourcefile(Network)):
+        for source in [path, *sorted(Path(__file__).parent.glob("*.py"))]:
             digest.update(Path(source).read_bytes())
-    except (OSError, TypeError):
+    except OSError:
         return None
     return folder / f"network-{digest.hexdigest()}.pkl"
 
