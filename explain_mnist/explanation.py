@@ -128,7 +128,8 @@ def image_scale(net: Network, x0: np.ndarray, c: int) -> float:
 
 def changes_class(net: Network, x: np.ndarray, c: int, slack: float) -> bool:
     """Return True iff the forward pass classifies ``x`` other than ``c`` with its smallest margin below ``-slack``."""
-    return bool(net.predict(x) != c and net.margins(x, c).min() < -slack)
+    logits = net.forward(x)
+    return bool(net.classify_logits(logits) != c and (net.spec_matrix(c) @ logits).min() < -slack)
 
 
 def shrink(net: Network, x: np.ndarray, x0: np.ndarray, c: int, candidates, slack: float) -> tuple[np.ndarray, list]:

@@ -99,6 +99,7 @@ class Network:
         if self.decision not in DECISION_RULES:
             raise ValueError(f"unknown decision rule {self.decision!r}; supported: {', '.join(DECISION_RULES)}")
         self.layers = normalise_layers(self.layers)
+        self._affines = tuple(layer for layer in self.layers if isinstance(layer, Affine))
         if self.decision == "sigmoid" and self.n_outputs != 1:
             raise ValueError("the sigmoid decision rule needs exactly one output logit")
         if self.decision == "argmax" and self.n_outputs < 2:
@@ -107,7 +108,7 @@ class Network:
     @property
     def affines(self) -> list[Affine]:
         """Return the affine maps, in order (a ReLU sits between each pair)."""
-        return [layer for layer in self.layers if isinstance(layer, Affine)]
+        return list(self._affines)
 
     @property
     def hidden(self) -> list[Affine]:
@@ -116,11 +117,11 @@ class Network:
 
     @property
     def n_inputs(self) -> int:
-        return self.affines[0].n_in
+        return self._affines[0].n_in
 
     @property
     def n_outputs(self) -> int:
-        return self.affines[-1].n_out
+        return self._affines[-1].n_out
 
     @property
     def n_classes(self) -> int:
@@ -142,11 +143,11 @@ class Network:
         if H.shape[1] != self.n_inputs:
             raise ValueError(f"input has {H.shape[1]} values, the network expects {self.n_inputs}")
         pre = []
-        for affine in self.hidden:
+        for affine in self._affines[:-1]:
             Z = affine.apply(H)
             pre.append(Z)
             H = np.maximum(Z, 0.0)
-        out = self.affines[-1].apply(H)
+        out = self._affines[-1].apply(H)
         if single:
             out = out[0]
             pre = [z[0] for z in pre]
