@@ -17,7 +17,8 @@ the original: one MIP per pixel (`mip.NetworkMIP` built once over [0, 1]^784 wit
 pixel, `counterexample`), for at most --mip-limit seconds: its per-image time is the mean seconds per pixel times
 784, an extrapolation, marked as such. --batch-images N: min_explanation.py --indices 0:N --jobs 1 and then
 --jobs 2 on multiclass eps 0.05 and on twoclass full domain, wall seconds of each (fresh out-dirs); --batch-only
-re-measures only that. --smallest-images N: `explanation.smallest` on the first N test images (multiclass eps 0.05, --limit s).
+re-measures only that. --smallest-images N: `explanation.smallest` on the first N test images (multiclass, each of
+--smallest-epsilons, --limit s).
 --add keeps the settings already in the JSON file and adds (or replaces) those of --settings.
 With --update-results writes benchmarks/explanation.json and the section "explanation" of benchmarks/RESULTS.md.
 """
@@ -134,15 +135,16 @@ def run_setting(name, args, pbar):
     return {"setting": name, "model": model, "epsilon": epsilon, "rows": rows}
 
 
-def smallest_runs(n, limit):
-    """Return `explanation.smallest` records on the first ``n`` test images, multiclass eps 0.05 (``limit`` s each)."""
+def smallest_runs(n, limit, epsilons):
+    """Return `explanation.smallest` records on the first ``n`` test images, multiclass, for each epsilon
+    (``limit`` s each)."""
     net = load_network("multiclass")
     test = load_test_set(verbose=False)
     rows = []
-    for index in range(n):
+    for epsilon, index in ((e, i) for e in epsilons for i in range(n)):
         cpu = time.process_time()
-        r = ex.smallest(net, test.x[index].astype(np.float64), epsilon=0.05, time_limit=limit)
-        rows.append({"index": index, "seconds": r.seconds, "cpu_seconds": time.process_time() - cpu, "size": r.size,
+        r = ex.smallest(net, test.x[index].astype(np.float64), epsilon=epsilon, time_limit=limit)
+        rows.append({"epsilon": epsilon, "index": index, "seconds": r.seconds, "cpu_seconds": time.process_time() - cpu, "size": r.size,
                      "subset_size": r.subset_size, "lower_bound": r.lower_bound, "status": r.status,
                      "hitting_sets": r.hitting_sets, "oracle_calls": r.oracle_calls})
     return {"limit": limit, "rows": rows}
@@ -187,7 +189,8 @@ def main():
     p.add_argument("--batch-images", type=int, default=0, help="images of the --jobs 1 / --jobs 2 batch timing")
     p.add_argument("--report", action="store_true", help="only re-render the table from the JSON file")
     p.add_argument("--smallest-images", type=int, default=0,
-                   help="also run --smallest on the first N test images (multiclass eps 0.05, --limit s each)")
+                   help="also run --smallest on the first N test images (multiclass, --limit s each)")
+    p.add_argument("--smallest-epsilons", default="0.05", help="comma-separated epsilons of the --smallest runs")
     p.add_argument("--add", action="store_true",
                    help="keep the settings (and batch timing) already in the JSON file; run and add --settings")
     p.add_argument("--batch-only", action="store_true",
@@ -218,7 +221,8 @@ def main():
             run["settings"].append(run_setting(name, args, pbar))
             write_json(out, run)
     if args.smallest_images:
-        run["smallest"] = smallest_runs(args.smallest_images, args.limit)
+        run["smallest"] = smallest_runs(args.smallest_images, args.limit,
+                                        [float(e) for e in args.smallest_epsilons.split(",")])
         write_json(out, run)
     if args.batch_images:
         run["batch"] = batch_timing(args.batch_images)
@@ -293,9 +297,9 @@ def report(run, args):
     lines += ["", f"Witness problems found by the forward-pass check: {problems}. For scale: {VERIX_PLUS}."]
     if run.get("smallest"):
         sm = run["smallest"]
-        lines += ["", f"Cardinality-minimal (`explanation.smallest`, implicit hitting sets with RC2, multiclass eps 0.05, "
+        lines += ["", f"Cardinality-minimal (`explanation.smallest`, implicit hitting sets with RC2, multiclass, "
                       f"{sm['limit']:g} s each): " + "; ".join(
-                          f"image {r['index']}: {r['status']}, size {r['size']} (subset-minimal {r['subset_size']}), "
+                          f"eps {r.get('epsilon', 0.05):g} image {r['index']}: {r['status']}, size {r['size']} (subset-minimal {r['subset_size']}), "
                           f"proven lower bound {r['lower_bound']}, {r['hitting_sets']} sets, {r['oracle_calls']} calls, "
                           f"CPU {r['cpu_seconds']:.1f} s" for r in sm["rows"]) + "."]
     if run.get("batch"):
