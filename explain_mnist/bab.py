@@ -95,6 +95,7 @@ BETA_STEPS_PER_LAYER = 10   # projected Adam steps of beta-CROWN per batch of no
 PROOF_TOLERANCE = 1e-9  # default: a margin bound proves the margin positive only above this (rounding)
 INPUT_SPLIT_MAX_DIMS = 16   # input splits are weighed only for boxes with at most this many free inputs
 HULL_WARM_BYTES = 2 ** 28   # the open nodes keep their hull slopes as a warm start up to this much memory
+MAX_SPLITS_AT_ONCE = 5      # neurons a node may be split on at once when the next batch would be underfilled
 INPUT_SPLIT_DEPTH = 20      # an input is halved at most this many times (its width stays >= 2^-20 of the box's)
 
 
@@ -457,11 +458,27 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
                         heapq.heappush(heap, _Node(bound, next(counter), settled[i], still_open, node_lower, node_upper,
                                                    rows, warm[i], 0, child_box, (relu_splits, input_splits_made + 1)))
                     continue
-                k, _ = choice
                 relu_splits, input_splits_made = taken[i].splits
-                for child in _relu_children(settled[i], choice):
+                picks = [choice]
+                if one_hidden:   # an underfilled next batch costs as much as a full one: split deeper now
+                    room = batch // max(1, len(heap) + 2 * (idx.size - pos))
+                    while room >= 2 and len(picks) < MAX_SPLITS_AT_ONCE:
+                        marked = [p.copy() for p in settled[i]]
+                        for kk, jj in picks:
+                            marked[kk][jj] = 1
+                        extra = _split_choice(node_lower, node_upper, [coefficient[i] for coefficient in lam], marked)
+                        if extra is None:
+                            break
+                        picks.append(extra)
+                        room //= 2
+                children = [settled[i]]
+                for pick in picks:
+                    children = [grandchild for child in children for grandchild in _relu_children(child, pick)]
+                first_layer = min(kk for kk, _ in picks)
+                for child in children:
                     heapq.heappush(heap, _Node(bound, next(counter), child, still_open, node_lower, node_upper, rows,
-                                               warm[i], k + 1, node_box, (relu_splits + 1, input_splits_made)))
+                                               warm[i], first_layer + 1, node_box,
+                                               (relu_splits + len(picks), input_splits_made)))
             in_flight = np.inf
     except KeyboardInterrupt:
         return outcome("unknown", stopped_by="interrupt")

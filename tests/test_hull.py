@@ -117,11 +117,15 @@ def test_the_hull_is_tighter_than_the_triangle_on_the_shipped_twoclass_net():
 
 @pytest.mark.parametrize("seed", range(12))
 @pytest.mark.parametrize("warm_bytes", [0, None])
-def test_branch_and_bound_with_hull_bounds_decides_as_the_exact_minimum(seed, warm_bytes, monkeypatch):
+@pytest.mark.parametrize("splits_at_once", [1, bab.MAX_SPLITS_AT_ONCE])
+def test_branch_and_bound_with_hull_bounds_decides_as_the_exact_minimum(seed, warm_bytes, splits_at_once,
+                                                                         monkeypatch):
     if warm_bytes is not None:
         monkeypatch.setattr(bab, "HULL_WARM_BYTES", warm_bytes)
+    monkeypatch.setattr(bab, "MAX_SPLITS_AT_ONCE", splits_at_once)
     rng = np.random.default_rng(200 + seed)
-    n_in, h = int(rng.integers(2, 5)), int(rng.integers(3, 8))
+    # few inputs: input splits compete with ReLU splits; many (> INPUT_SPLIT_MAX_DIMS): ReLU splits only
+    n_in, h = int(rng.integers(2, 5) if seed % 2 else rng.integers(18, 25)), int(rng.integers(3, 8))
     W, b = random_layer(rng, n_in, h)
     v = rng.normal(size=(1, h))
     lo, hi = -np.ones(n_in), np.ones(n_in)
