@@ -126,10 +126,12 @@ def image_scale(net: Network, x0: np.ndarray, c: int) -> float:
     return max(float(np.abs(net.margins(x0, c)).max()), 1e-12)
 
 
-def changes_class(net: Network, x: np.ndarray, c: int, slack: float) -> bool:
-    """Return True iff the forward pass classifies ``x`` other than ``c`` with its smallest margin below ``-slack``."""
+def changes_class(net: Network, x: np.ndarray, c: int, slack: float):
+    """Return True iff the forward pass classifies ``x`` other than ``c`` with its smallest margin below ``-slack``
+    (for a batch of rows ``x``: that per row, as a boolean array)."""
     logits = net.forward(x)
-    return bool(net.classify_logits(logits) != c and (net.spec_matrix(c) @ logits).min() < -slack)
+    changed = (net.classify_logits(logits) != c) & ((logits @ net.spec_matrix(c).T).min(axis=-1) < -slack)
+    return bool(changed) if np.ndim(changed) == 0 else changed
 
 
 def shrink(net: Network, x: np.ndarray, x0: np.ndarray, c: int, candidates, slack: float) -> tuple[np.ndarray, list]:
@@ -219,13 +221,23 @@ class _Search:
 
     def keep(self, p: int, x: np.ndarray, how: str) -> None:
         """Keep pixel ``p`` with witness ``x`` (checked: in box(F + p), class changed)."""
-        allowed = self.free.copy()
-        allowed[p] = True
-        lo, hi = self.box(allowed)
-        if not (np.all(x >= lo) and np.all(x <= hi) and changes_class(self.net, x, self.c, self.slack)):
-            raise AssertionError(f"internal error: not a witness for pixel {p}")
-        self.witness[int(p)] = np.array(x, dtype=np.float64)
-        self.pixels_by[how] += 1
+        self.keep_many([p], np.asarray(x)[None], how)
+
+    def keep_many(self, pixels, X: np.ndarray, how: str) -> None:
+        """Keep each pixel of ``pixels`` with the witness in its row of ``X`` (each checked: in box(F + p), class
+        changed)."""
+        if not len(pixels):
+            return
+        pixels = np.asarray(pixels, dtype=np.int64)
+        rows = np.arange(pixels.size)
+        lo, hi = (np.repeat(bound[None], pixels.size, axis=0) for bound in self.box(self.free))
+        lo[rows, pixels], hi[rows, pixels] = self.lo[pixels], self.hi[pixels]
+        good = np.all(X >= lo, axis=1) & np.all(X <= hi, axis=1) & changes_class(self.net, X, self.c, self.slack)
+        if not good.all():
+            raise AssertionError(f"internal error: not a witness for pixel {int(pixels[np.argmin(good)])}")
+        for p, x in zip(pixels, X):
+            self.witness[int(p)] = np.array(x, dtype=np.float64)
+        self.pixels_by[how] += pixels.size
 
     def extension_candidates(self, pending: list) -> set:
         """Return the pending pixels ``p`` broken by a base point of ``box(F)`` with ``p`` moved to an end of its
@@ -251,15 +263,15 @@ class _Search:
             margins = (H @ self.C.T).min(axis=1).reshape(B.shape[0], P.size)
             changed = self.net.classify_logits(H).reshape(B.shape[0], P.size) != self.c
             hit = changed & (margins < -self.slack)
-            for j in np.flatnonzero(hit.any(axis=0)):
-                p = int(P[j])
-                if p in broken:
-                    continue
-                x = B[int(np.argmax(hit[:, j]))].copy()
-                x[p] = ends[j]
-                if changes_class(self.net, x, self.c, self.slack):
-                    self.keep(p, x, "kept_by_extension")
-                    broken.add(p)
+            hit_columns = np.array([j for j in np.flatnonzero(hit.any(axis=0)) if int(P[j]) not in broken],
+                                   dtype=np.int64)
+            if not hit_columns.size:
+                continue
+            X = B[np.argmax(hit[:, hit_columns], axis=0)]
+            X[np.arange(hit_columns.size), P[hit_columns]] = ends[hit_columns]
+            confirmed = changes_class(self.net, X, self.c, self.slack)
+            self.keep_many(P[hit_columns[confirmed]], X[confirmed], "kept_by_extension")
+            broken.update(int(p) for p in P[hit_columns[confirmed]])
         return broken
 
     def batch_attack(self, pending: list) -> set:
@@ -284,12 +296,14 @@ class _Search:
         lo[rows, pixels], hi[rows, pixels] = self.lo[pixels], self.hi[pixels]
         seeds = np.array(self.seeds) if self.seeds else None
         results = attack.attack_many(self.net, lo, hi, self.c, seeds=seeds, margin=self.slack)
-        broken = set()
-        for p, result in zip(pixels, results):
-            if result.x is not None and changes_class(self.net, result.x, self.c, self.slack):
-                self.keep(p, result.x, "kept_by_query")
-                broken.add(p)
-        return broken
+        found = [(p, result.x) for p, result in zip(pixels, results) if result.x is not None]
+        if not found:
+            return set()
+        X = np.array([x for _, x in found])
+        confirmed = changes_class(self.net, X, self.c, self.slack)
+        kept = [p for (p, _), ok in zip(found, confirmed) if ok]
+        self.keep_many(kept, X[confirmed], "kept_by_query")
+        return set(kept)
 
     def settle_counterexample(self, x: np.ndarray, chunk: list) -> int | None:
         """Return the pixel of ``chunk`` kept with the shrunk ``x`` as its witness, if ``x`` shrinks to one pixel."""

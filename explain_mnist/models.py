@@ -6,8 +6,9 @@ A model argument is a shipped name (``twoclass``, ``multiclass``, ``cnn_simple``
 
 Converted networks are cached (pickles under `network_cache_dir`), keyed by the SHA-256 of the model file's
 bytes together with the package's modules: a later run reads the numpy network without starting TensorFlow
-(which takes seconds), and any change to the file or to the conversion code misses the cache. A cache that cannot be read or written is skipped, never an error. Re-checks by the model's own
-framework (`reference_classes`) always load the model file itself.
+(which takes seconds), and any change to the file or to the conversion code misses the cache. A cache that
+cannot be read or written is skipped, never an error. Re-checks by the model's own framework
+(`reference_classes`) always load the model file itself.
 """
 from __future__ import annotations
 
