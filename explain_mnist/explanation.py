@@ -57,6 +57,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from explain_mnist import attack
 from explain_mnist.network import Network
@@ -136,7 +137,31 @@ def changes_class(net: Network, x: np.ndarray, c: int, slack: float):
 
 def shrink(net: Network, x: np.ndarray, x0: np.ndarray, c: int, candidates, slack: float) -> tuple[np.ndarray, list]:
     """Return ``(x', D)``: ``x`` with pixels of ``candidates`` put back to ``x0`` in turn while it still changes
-    the class, and ``D`` the candidates still changed (in the order given)."""
+    the class, and ``D`` the candidates still changed (in the order given).
+
+    Each trial updates the first layer's outputs by one column; the result is re-checked by a full forward
+    pass, and redone one full pass per trial in the rare case that rounding made the two disagree."""
+    start = np.array(x, dtype=np.float64)
+    x = start.copy()
+    first = net.affines[0]
+    C = net.spec_matrix(c)
+    z = first.apply(x[None])
+    kept = []
+    for p in candidates:
+        if x[p] == x0[p]:
+            continue
+        trial = z + (x0[p] - x[p]) * _column(first.W, p)
+        logits = net.logits_from_first(trial)
+        if net.classify_logits(logits)[0] != c and (logits @ C.T).min() < -slack:
+            x[p], z = x0[p], trial
+        else:
+            kept.append(int(p))
+    if not changes_class(net, x, c, slack):
+        return _shrink_exactly(net, start, x0, c, candidates, slack)
+    return x, kept
+
+
+def _shrink_exactly(net, x, x0, c, candidates, slack):
     x = np.array(x, dtype=np.float64)
     kept = []
     for p in candidates:
@@ -148,6 +173,11 @@ def shrink(net: Network, x: np.ndarray, x0: np.ndarray, c: int, candidates, slac
             x[p] = old
             kept.append(int(p))
     return x, kept
+
+
+def _column(W, p: int) -> np.ndarray:
+    """Return column ``p`` of a dense or sparse ``W`` as a row ``(1, n_out)``."""
+    return (W[:, [p]].toarray() if sp.issparse(W) else W[:, p]).reshape(1, -1)
 
 
 class _Search:
@@ -249,7 +279,7 @@ class _Search:
         B = np.array([self.x0] + [np.clip(s, lo, hi) for s in self.seeds])
         G = attack.margin_gradients(self.net, B, self.C)                      # (b, m, n)
         B = np.concatenate([B, attack.minimising_corner(G, lo[None], hi[None]).reshape(-1, self.n)])
-        first, rest = self.net.affines[0], self.net.affines[1:]
+        first = self.net.affines[0]
         Z0 = first.apply(B)                                                     # (b, h)
         columns = first.W[:, P]
         columns = np.asarray(columns.todense() if hasattr(columns, "todense") else columns).T   # (P, h)
@@ -257,9 +287,7 @@ class _Search:
         for ends in (self.lo[P], self.hi[P]):
             move = ends[None, :] - B[:, P]                                      # (b, P)
             H = Z0[:, None, :] + move[:, :, None] * columns[None, :, :]         # (b, P, h)
-            H = H.reshape(-1, H.shape[-1])
-            for affine in rest:
-                H = affine.apply(np.maximum(H, 0.0))
+            H = self.net.logits_from_first(H.reshape(-1, H.shape[-1]))
             margins = (H @ self.C.T).min(axis=1).reshape(B.shape[0], P.size)
             changed = self.net.classify_logits(H).reshape(B.shape[0], P.size) != self.c
             hit = changed & (margins < -self.slack)

@@ -153,6 +153,13 @@ class Network:
             pre = [z[0] for z in pre]
         return (out, pre) if return_preactivations else out
 
+    def logits_from_first(self, Z: np.ndarray) -> np.ndarray:
+        """Return the logits of inputs whose first affine map gives ``Z`` (``(B, n_1)``): the rest of `forward`."""
+        H = Z
+        for affine in self._affines[1:]:
+            H = affine.apply(np.maximum(H, 0.0))
+        return H
+
     def classify_logits(self, logits: np.ndarray) -> np.ndarray:
         """Return the class of each row of logits under the decision rule."""
         logits = np.asarray(logits)
