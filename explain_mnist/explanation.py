@@ -44,9 +44,11 @@ class other than ``c``) with changed pixels ``D`` must be hit by any sufficient 
 on it). A minimum hitting set ``H`` of the sets found so far (PySAT's RC2 MaxSAT solver: a hard clause per set,
 a soft unit clause ``not p`` per pixel) has size ``|H|``, a lower bound on every explanation. Ask the verifier
 about ``box(complement of H)``: robust means ``H`` is a smallest explanation; a counterexample is shrunk
-(over every changed pixel, twice: least and most sensitive pixels put back first) to smaller sets and added. The sets start from the subset-minimal run's
-witnesses (each shrunk), whose explanation is also the first upper bound. On a time limit: the best explanation
-known and the proven lower bound.
+(over every changed pixel, twice: least and most sensitive pixels put back first) to smaller sets and added.
+The sets start from the subset-minimal run's witnesses (each shrunk), whose explanation is also the first upper
+bound, and from pairwise disjoint sets: the verifier asked about the box that frees every pixel outside the
+disjoint sets found so far gives one more with each counterexample, and their number is at once a lower bound
+(every explanation hits each). On a time limit: the best explanation known and the proven lower bound.
 
 Every witness is checked here by the forward pass (class other than ``c``, within the ranges, equal to ``x0`` on
 ``E`` but for its pixel); the script re-checks them with the model's own framework (`models.reference_classes`).
@@ -497,20 +499,36 @@ def smallest(net: Network, x0: np.ndarray, epsilon: float | None = None, order: 
     rc2 = _hitting_set_solver(search.n)
     sets: set[tuple] = set()
 
-    def add(x: np.ndarray) -> None:
+    def add(x: np.ndarray) -> list:
+        """Add the sets of the counterexample ``x`` to hit; return them."""
         changed = sorted(np.flatnonzero(x != x0), key=lambda p: search.rank[p])
+        found = []
         for candidates in (changed, changed[::-1]):     # two shrinks: two (often different) sets to hit
             _, D = shrink(net, x, x0, c, candidates, search.slack)
             key = tuple(sorted(D))
+            if key:
+                found.append(key)
             if key and key not in sets:
                 sets.add(key)
                 rc2.add_clause([p + 1 for p in key])
+        return found
 
     for w in best.witnesses:
         add(w)
     lower = 0
     status = "time_limit"
     try:
+        # disjoint sets first: a counterexample that changes none of the pixels in the sets found so far gives
+        # one more set, disjoint from them; every explanation hits each, so their number is a lower bound at once
+        used = np.zeros(search.n, dtype=bool)
+        while not search.out_of_time():
+            search.free = np.zeros(search.n, dtype=bool)
+            verdict = search.query(np.flatnonzero(~used | search.fixed_pixels), None)
+            found = add(verdict.counterexample) if verdict.verdict == "not_robust" else []
+            if not found:
+                break
+            used[list(min(found, key=len))] = True
+            lower += 1
         while not search.out_of_time():
             model = rc2.compute()
             if model is None:       # cannot happen: the full pixel set hits every set

@@ -135,6 +135,32 @@ def test_tiny_nets_against_enumeration(seed, epsilon):
     check_witnesses(net, x0, s, lo, hi)
 
 
+class NoHittingSets:
+    """An RC2 stand-in that never proposes a hitting set: `smallest` then ends after its disjoint sets."""
+
+    def add_clause(self, clause):
+        pass
+
+    def compute(self):
+        return None
+
+    def delete(self):
+        pass
+
+
+@pytest.mark.parametrize("seed,epsilon", CASES)
+def test_disjoint_sets_alone_give_a_true_lower_bound(seed, epsilon, monkeypatch):
+    net, x0, c, lo, hi, table = tiny_case(seed, epsilon)
+    if any(v is None for v in table.values()):
+        pytest.skip("a subset decided within the tie tolerance")
+    smallest = min(len(E) for E, ok in table.items() if ok)
+    monkeypatch.setattr(ex, "_hitting_set_solver", lambda n: NoHittingSets())
+    s = ex.smallest(net, x0, epsilon=epsilon)
+    assert s.lower_bound <= smallest
+    assert (s.lower_bound >= 1) == (smallest >= 1)     # the empty set is not sufficient: one set at least
+    assert table[tuple(s.explanation)]
+
+
 class NeverDecides(Verifier):
     """A cheap verifier that decides nothing: every pixel goes to the decisive verifier, which gallops."""
 
