@@ -164,6 +164,7 @@ def shrink(net: Network, x: np.ndarray, x0: np.ndarray, c: int, candidates, slac
 
 
 def _shrink_exactly(net, x, x0, c, candidates, slack):
+    """Return `shrink`'s result computed with one full forward pass per trial."""
     x = np.array(x, dtype=np.float64)
     kept = []
     for p in candidates:
@@ -523,7 +524,7 @@ def smallest(net: Network, x0: np.ndarray, epsilon: float | None = None, order: 
         used = np.zeros(search.n, dtype=bool)
         while not search.out_of_time():
             search.free = np.zeros(search.n, dtype=bool)
-            verdict = search.query(np.flatnonzero(~used | search.fixed_pixels), None)
+            verdict = search.query(np.flatnonzero(~used | search.fixed_pixels), search.query_seconds)
             found = add(verdict.counterexample) if verdict.verdict == "not_robust" else []
             if not found:
                 break
