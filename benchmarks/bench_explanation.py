@@ -144,9 +144,10 @@ def smallest_runs(n, limit, epsilons):
     for epsilon, index in ((e, i) for e in epsilons for i in range(n)):
         cpu = time.process_time()
         r = ex.smallest(net, test.x[index].astype(np.float64), epsilon=epsilon, time_limit=limit)
-        rows.append({"epsilon": epsilon, "index": index, "seconds": r.seconds, "cpu_seconds": time.process_time() - cpu, "size": r.size,
-                     "subset_size": r.subset_size, "lower_bound": r.lower_bound, "status": r.status,
-                     "hitting_sets": r.hitting_sets, "oracle_calls": r.oracle_calls})
+        rows.append({"epsilon": epsilon, "index": index, "seconds": r.seconds,
+                     "cpu_seconds": time.process_time() - cpu, "size": r.size, "subset_size": r.subset_size,
+                     "lower_bound": r.lower_bound, "status": r.status, "hitting_sets": r.hitting_sets,
+                     "oracle_calls": r.oracle_calls})
     return {"limit": limit, "rows": rows}
 
 
@@ -299,7 +300,8 @@ def report(run, args):
         sm = run["smallest"]
         lines += ["", f"Cardinality-minimal (`explanation.smallest`, implicit hitting sets with RC2, multiclass, "
                       f"{sm['limit']:g} s each): " + "; ".join(
-                          f"eps {r.get('epsilon', 0.05):g} image {r['index']}: {r['status']}, size {r['size']} (subset-minimal {r['subset_size']}), "
+                          f"eps {r.get('epsilon', 0.05):g} image {r['index']}: {r['status']}, size {r['size']} "
+                          f"(subset-minimal {r['subset_size']}), "
                           f"proven lower bound {r['lower_bound']}, {r['hitting_sets']} sets, {r['oracle_calls']} calls, "
                           f"CPU {r['cpu_seconds']:.1f} s" for r in sm["rows"]) + "."]
     if run.get("batch"):

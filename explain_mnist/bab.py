@@ -462,10 +462,9 @@ def branch_and_bound(net: Network, lo: np.ndarray, hi: np.ndarray, c: int, deadl
                 picks = [choice]
                 if one_hidden:   # an underfilled next batch costs as much as a full one: split deeper now
                     room = batch // max(1, len(heap) + 2 * (idx.size - pos))
+                    marked = [p.copy() for p in settled[i]]     # the picked neurons count as fixed
                     while room >= 2 and len(picks) < MAX_SPLITS_AT_ONCE:
-                        marked = [p.copy() for p in settled[i]]
-                        for kk, jj in picks:
-                            marked[kk][jj] = 1
+                        marked[picks[-1][0]][picks[-1][1]] = 1
                         extra = _split_choice(node_lower, node_upper, [coefficient[i] for coefficient in lam], marked)
                         if extra is None:
                             break

@@ -132,9 +132,14 @@ def image_scale(net: Network, x0: np.ndarray, c: int) -> float:
 def changes_class(net: Network, x: np.ndarray, c: int, slack: float):
     """Return True iff the forward pass classifies ``x`` other than ``c`` with its smallest margin below ``-slack``
     (for a batch of rows ``x``: that per row, as a boolean array)."""
-    logits = net.forward(x)
-    changed = (net.classify_logits(logits) != c) & ((logits @ net.spec_matrix(c).T).min(axis=-1) < -slack)
+    changed = logits_change_class(net, net.forward(x), c, slack)
     return bool(changed) if np.ndim(changed) == 0 else changed
+
+
+def logits_change_class(net: Network, logits: np.ndarray, c: int, slack: float) -> np.ndarray:
+    """Return, per row of ``logits``, whether they give a class other than ``c`` with the smallest margin below
+    ``-slack``: `changes_class` for logits already computed."""
+    return (net.classify_logits(logits) != c) & ((logits @ net.spec_matrix(c).T).min(axis=-1) < -slack)
 
 
 def shrink(net: Network, x: np.ndarray, x0: np.ndarray, c: int, candidates, slack: float) -> tuple[np.ndarray, list]:
@@ -146,15 +151,13 @@ def shrink(net: Network, x: np.ndarray, x0: np.ndarray, c: int, candidates, slac
     start = np.array(x, dtype=np.float64)
     x = start.copy()
     first = net.affines[0]
-    C = net.spec_matrix(c)
     z = first.apply(x[None])
     kept = []
     for p in candidates:
         if x[p] == x0[p]:
             continue
         trial = z + (x0[p] - x[p]) * _column(first.W, p)
-        logits = net.logits_from_first(trial)
-        if net.classify_logits(logits)[0] != c and (logits @ C.T).min() < -slack:
+        if logits_change_class(net, net.logits_from_first(trial), c, slack)[0]:
             x[p], z = x0[p], trial
         else:
             kept.append(int(p))
@@ -256,15 +259,21 @@ class _Search:
         """Keep pixel ``p`` with witness ``x`` (checked: in box(F + p), class changed)."""
         self.keep_many([p], np.asarray(x)[None], how)
 
+    def single_pixel_boxes(self, pixels) -> tuple[np.ndarray, np.ndarray]:
+        """Return the boxes ``box(F + p)`` of the pixels ``p``, stacked: ``lo`` and ``hi`` of shape ``(P, n)``."""
+        pixels = np.asarray(pixels, dtype=np.int64)
+        rows = np.arange(pixels.size)
+        lo, hi = (np.repeat(bound[None], pixels.size, axis=0) for bound in self.box(self.free))
+        lo[rows, pixels], hi[rows, pixels] = self.lo[pixels], self.hi[pixels]
+        return lo, hi
+
     def keep_many(self, pixels, X: np.ndarray, how: str) -> None:
         """Keep each pixel of ``pixels`` with the witness in its row of ``X`` (each checked: in box(F + p), class
         changed)."""
         if not len(pixels):
             return
         pixels = np.asarray(pixels, dtype=np.int64)
-        rows = np.arange(pixels.size)
-        lo, hi = (np.repeat(bound[None], pixels.size, axis=0) for bound in self.box(self.free))
-        lo[rows, pixels], hi[rows, pixels] = self.lo[pixels], self.hi[pixels]
+        lo, hi = self.single_pixel_boxes(pixels)
         good = np.all(X >= lo, axis=1) & np.all(X <= hi, axis=1) & changes_class(self.net, X, self.c, self.slack)
         if not good.all():
             raise AssertionError(f"internal error: not a witness for pixel {int(pixels[np.argmin(good)])}")
@@ -291,9 +300,7 @@ class _Search:
             move = ends[None, :] - B[:, P]                                      # (b, P)
             H = Z0[:, None, :] + move[:, :, None] * columns[None, :, :]         # (b, P, h)
             H = self.net.logits_from_first(H.reshape(-1, H.shape[-1]))
-            margins = (H @ self.C.T).min(axis=1).reshape(B.shape[0], P.size)
-            changed = self.net.classify_logits(H).reshape(B.shape[0], P.size) != self.c
-            hit = changed & (margins < -self.slack)
+            hit = logits_change_class(self.net, H, self.c, self.slack).reshape(B.shape[0], P.size)
             hit_columns = np.array([j for j in np.flatnonzero(hit.any(axis=0)) if int(P[j]) not in broken],
                                    dtype=np.int64)
             if not hit_columns.size:
@@ -321,10 +328,7 @@ class _Search:
         witness (each kept with it): what their single-pixel queries' attacks would find, in one call."""
         if not pixels:
             return set()
-        lo, hi = self.box(self.free)
-        lo, hi = np.repeat(lo[None], len(pixels), axis=0), np.repeat(hi[None], len(pixels), axis=0)
-        rows = np.arange(len(pixels))
-        lo[rows, pixels], hi[rows, pixels] = self.lo[pixels], self.hi[pixels]
+        lo, hi = self.single_pixel_boxes(pixels)
         seeds = np.array(self.seeds) if self.seeds else None
         results = attack.attack_many(self.net, lo, hi, self.c, seeds=seeds, margin=self.slack)
         found = [(p, result.x) for p, result in zip(pixels, results) if result.x is not None]
