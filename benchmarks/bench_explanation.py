@@ -2,7 +2,8 @@
 
     python benchmarks/bench_explanation.py [--settings twoclass,multiclass_eps0.05] [--images 20] [--limit 60]
                                            [--baseline-images 5] [--baseline-limit 120] [--mip-images 1]
-                                           [--mip-limit 120] [--batch-images 0] [--smallest-images 0] [--add] [--batch-only]
+                                           [--mip-limit 120] [--batch-images 0] [--batch-settings ...] [--batch-repeats 1]
+                                           [--smallest-images 0] [--add] [--batch-only]
                                            [--report]
                                            [--update-results]
 
@@ -16,8 +17,8 @@ image, then the pixels not reached are counted as not done). And on the first --
 the original: one MIP per pixel (`mip.NetworkMIP` built once over [0, 1]^784 with interval bounds, the box set per
 pixel, `counterexample`), for at most --mip-limit seconds: its per-image time is the mean seconds per pixel times
 784, an extrapolation, marked as such. --batch-images N: min_explanation.py --indices 0:N --jobs 1 and then
---jobs 2 on multiclass eps 0.05 and on twoclass full domain, wall seconds of each (fresh out-dirs); --batch-only
-re-measures only that. --smallest-images N: `explanation.smallest` on the first N test images (multiclass, each of
+--jobs 2 on each of --batch-settings (multiclass eps 0.05, twoclass / multiclass / cnn_simple full domain), wall
+seconds of each (fresh out-dirs), --batch-repeats times alternating; --batch-only re-measures only that. --smallest-images N: `explanation.smallest` on the first N test images (multiclass, each of
 --smallest-epsilons, --limit s).
 --add keeps the settings already in the JSON file and adds (or replaces) those of --settings.
 With --update-results writes benchmarks/explanation.json and the section "explanation" of benchmarks/RESULTS.md.
@@ -152,30 +153,49 @@ def smallest_runs(n, limit, epsilons):
 
 
 BATCH_SETTINGS = {"multiclass eps 0.05": ["--model", "multiclass", "--epsilon", "0.05"],
-                  "twoclass full [0, 1]": ["--model", "twoclass"]}
+                  "twoclass full [0, 1]": ["--model", "twoclass"],
+                  "multiclass full [0, 1]": ["--model", "multiclass"],
+                  "cnn_simple full [0, 1]": ["--model", "cnn_simple"]}
 
 
-def batch_timing(n):
-    """Return, per setting of `BATCH_SETTINGS`, the wall seconds of min_explanation.py --indices 0:n with --jobs 1
-    and --jobs 2: the whole process, and its batch phase (the summary's ``wall_seconds_batch``: from the first task
-    to the last result checked and saved; it includes TensorFlow's start for the first Keras re-check). The
-    converted networks are cached before (`models.load_network`), as after any first run."""
+def batch_timing(n, names, repeats=1):
+    """Return, per setting of `BATCH_SETTINGS` named in ``names``, the wall seconds of min_explanation.py
+    --indices 0:n with --jobs 1 and --jobs 2, ``repeats`` times, alternating: the whole process, and its batch phase
+    (the summary's ``wall_seconds_batch``: from the first task to the last result checked and saved; it includes
+    TensorFlow's start for the first Keras re-check). The speedup is the ratio of the medians. The converted
+    networks are cached before (`models.load_network`), as after any first run."""
     rows = []
-    for name, flags in BATCH_SETTINGS.items():
+    for name in names:
+        flags = BATCH_SETTINGS[name]
         load_network(flags[1])
-        out, phase = {}, {}
-        for jobs in (1, 2):
-            with tempfile.TemporaryDirectory() as folder:
-                start = time.perf_counter()
-                subprocess.run([sys.executable, "min_explanation.py", *flags, "--indices", f"0:{n}", "--jobs",
-                                str(jobs), "--out-dir", folder, "--no-figure"], cwd=REPO, check=True,
-                               capture_output=True)
-                out[jobs] = time.perf_counter() - start
-                phase[jobs] = json.loads((Path(folder) / "summary.json").read_text())["wall_seconds_batch"]
-        rows.append({"setting": name, "images": n, "jobs1_seconds": out[1], "jobs2_seconds": out[2],
-                     "speedup": out[1] / out[2], "jobs1_batch_seconds": phase[1], "jobs2_batch_seconds": phase[2],
-                     "batch_speedup": phase[1] / phase[2]})
+        out, phase = {1: [], 2: []}, {1: [], 2: []}
+        for _ in range(repeats):
+            for jobs in (1, 2):
+                with tempfile.TemporaryDirectory() as folder:
+                    start = time.perf_counter()
+                    subprocess.run([sys.executable, "min_explanation.py", *flags, "--indices", f"0:{n}", "--jobs",
+                                    str(jobs), "--out-dir", folder, "--no-figure"], cwd=REPO, check=True,
+                                   capture_output=True)
+                    out[jobs].append(time.perf_counter() - start)
+                    summary = json.loads((Path(folder) / "summary.json").read_text())
+                    phase[jobs].append(summary["wall_seconds_batch"])
+        mid = {key: {jobs: median(v) for jobs, v in d.items()} for key, d in (("out", out), ("phase", phase))}
+        rows.append({"setting": name, "images": n, "repeats": repeats,
+                     "jobs1_seconds": mid["out"][1], "jobs2_seconds": mid["out"][2],
+                     "speedup": mid["out"][1] / mid["out"][2],
+                     "jobs1_batch_seconds": mid["phase"][1], "jobs2_batch_seconds": mid["phase"][2],
+                     "batch_speedup": mid["phase"][1] / mid["phase"][2],
+                     "jobs1_runs": out[1], "jobs2_runs": out[2]})
     return {"rows": rows}
+
+
+def batch_names(args):
+    """Return the batch settings named by --batch-settings (an error naming the known ones otherwise)."""
+    names = [name.strip() for name in args.batch_settings.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BATCH_SETTINGS]
+    if unknown:
+        raise SystemExit(f"error: unknown batch setting {unknown[0]!r}; known: {'; '.join(BATCH_SETTINGS)}")
+    return names
 
 
 def main():
@@ -188,6 +208,10 @@ def main():
     p.add_argument("--mip-images", type=int, default=1, help="images per setting for the plain MIP loop")
     p.add_argument("--mip-limit", type=float, default=120.0, help="seconds per image of the plain MIP loop")
     p.add_argument("--batch-images", type=int, default=0, help="images of the --jobs 1 / --jobs 2 batch timing")
+    p.add_argument("--batch-settings", default="multiclass eps 0.05,twoclass full [0, 1]",
+                   help=f"comma-separated settings of the batch timing: {'; '.join(BATCH_SETTINGS)}")
+    p.add_argument("--batch-repeats", type=int, default=1,
+                   help="runs of each --jobs count per batch setting, alternating (the medians are compared)")
     p.add_argument("--report", action="store_true", help="only re-render the table from the JSON file")
     p.add_argument("--smallest-images", type=int, default=0,
                    help="also run --smallest on the first N test images (multiclass, --limit s each)")
@@ -202,7 +226,7 @@ def main():
         return report(read_json(saved_json(args, JSON)), args)
     if args.batch_only:
         run = read_json(saved_json(args, JSON))
-        run["batch"] = batch_timing(args.batch_images)
+        run["batch"] = batch_timing(args.batch_images, batch_names(args), args.batch_repeats)
         run["batch"]["machine"] = machine_line()
         write_json(output_json(args, JSON), run)
         return report(run, args)
@@ -226,9 +250,17 @@ def main():
                                         [float(e) for e in args.smallest_epsilons.split(",")])
         write_json(out, run)
     if args.batch_images:
-        run["batch"] = batch_timing(args.batch_images)
+        run["batch"] = batch_timing(args.batch_images, batch_names(args), args.batch_repeats)
         write_json(out, run)
     report(run, args)
+
+
+def batch_runs(row) -> str:
+    """Return the runs behind a batch row's medians, where it has more than one per --jobs count."""
+    if row.get("repeats", 1) <= 1:
+        return ""
+    pairs = ", ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(row["jobs1_runs"], row["jobs2_runs"]))
+    return f" [medians of {row['repeats']} alternating runs, --jobs 1/--jobs 2 s: {pairs}]"
 
 
 def fmt(values, spec=".2f"):
@@ -314,7 +346,7 @@ def report(run, args):
                           f"{r['setting']}, {r['images']} images: --jobs 1 {r['jobs1_seconds']:.1f} s, --jobs 2 "
                           f"{r['jobs2_seconds']:.1f} s, speedup {r['speedup']:.2f}x (batch phase "
                           f"{r['jobs1_batch_seconds']:.1f} s and {r['jobs2_batch_seconds']:.1f} s, "
-                          f"{r['batch_speedup']:.2f}x)" for r in b["rows"])
+                          f"{r['batch_speedup']:.2f}x)" + batch_runs(r) for r in b["rows"])
                       + (f" ({b['machine']})" if b.get("machine") else "") + "."]
     publish(args, "explanation", "\n".join(lines))
 
