@@ -191,7 +191,7 @@ def batch_timing(n, names, repeats=1):
 
 def batch_names(args):
     """Return the batch settings named by --batch-settings (an error naming the known ones otherwise)."""
-    names = [name.strip() for name in args.batch_settings.split(",") if name.strip()]
+    names = [name.strip() for name in args.batch_settings.split(";") if name.strip()]
     unknown = [name for name in names if name not in BATCH_SETTINGS]
     if unknown:
         raise SystemExit(f"error: unknown batch setting {unknown[0]!r}; known: {'; '.join(BATCH_SETTINGS)}")
@@ -208,8 +208,8 @@ def main():
     p.add_argument("--mip-images", type=int, default=1, help="images per setting for the plain MIP loop")
     p.add_argument("--mip-limit", type=float, default=120.0, help="seconds per image of the plain MIP loop")
     p.add_argument("--batch-images", type=int, default=0, help="images of the --jobs 1 / --jobs 2 batch timing")
-    p.add_argument("--batch-settings", default="multiclass eps 0.05,twoclass full [0, 1]",
-                   help=f"comma-separated settings of the batch timing: {'; '.join(BATCH_SETTINGS)}")
+    p.add_argument("--batch-settings", default="multiclass eps 0.05;twoclass full [0, 1]",
+                   help=f"semicolon-separated settings of the batch timing: {'; '.join(BATCH_SETTINGS)}")
     p.add_argument("--batch-repeats", type=int, default=1,
                    help="runs of each --jobs count per batch setting, alternating (the medians are compared)")
     p.add_argument("--report", action="store_true", help="only re-render the table from the JSON file")
