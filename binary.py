@@ -51,13 +51,19 @@ def parser():
     for sub in (verify, minflips):
         sub.add_argument("--threads", type=int, default=1, help="threads of the exact search (the first flip's "
                          "choices are dealt out to them); 2 on this 2-core machine halves its time")
-        sub.add_argument("--figure", default=None, help="write the figure (.png, .pdf or .svg; minflips only)")
-        sub.add_argument("--no-figure", action="store_true", help="do not draw a figure")
+        figures = sub.add_mutually_exclusive_group()
+        figures.add_argument("--figure", default=None, help="write the figure (.png, .pdf or .svg): the image, the "
+                             "counterexample and its flipped pixels")
+        figures.add_argument("--no-figure", action="store_true", help="do not draw a figure")
+    p.command_parsers = commands.choices
     return p
 
 
 def main():
-    args = parser().parse_args()
+    p = parser()
+    args, extra = p.parse_known_args()
+    if extra:         # said by the command's own parser, whose --help lists its flags
+        p.command_parsers.get(args.command, p).error(f"unrecognized arguments: {' '.join(extra)}")
     from explain_mnist.binarized import cli
     from explain_mnist.errors import UserError
     commands = {"train": cli.train, "check": cli.check, "verify": cli.verify_cmd, "minflips": cli.minflips}

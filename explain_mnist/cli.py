@@ -11,12 +11,11 @@ atomically; ``--json -`` writes the JSON to standard output.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
 from dataclasses import dataclass
-
-import numpy as np
 
 from explain_mnist.errors import UserError
 from explain_mnist.threads import DEFAULT_THREADS, limit_threads
@@ -97,9 +96,10 @@ def make_parser(description: str, *, default_model: str = "twoclass", image_inpu
                             "same nodes on every run")
     p.add_argument("--json", default=default_json, help="write the result as JSON to this file; - writes it to "
                    "standard output (and the summary to standard error)")
-    p.add_argument("--figure", default=default_figure, help="write the figure to this file, in the format its "
+    figures = p.add_mutually_exclusive_group()
+    figures.add_argument("--figure", default=default_figure, help="write the figure to this file, in the format its "
                    "suffix names: .png, .pdf or .svg")
-    p.add_argument("--no-figure", action="store_true", help="do not draw a figure")
+    figures.add_argument("--no-figure", action="store_true", help="do not draw a figure")
     return p
 
 
@@ -120,7 +120,7 @@ def check_outputs(args) -> None:
 def check_common(args) -> None:
     """Validate the shared numeric flags, raising UserError with what to do."""
     limit = getattr(args, "time_limit", None)
-    if limit is not None and not (limit > 0 and np.isfinite(limit)):
+    if limit is not None and not (limit > 0 and math.isfinite(limit)):
         raise UserError(f"--time-limit must be a positive, finite number of seconds, got {limit:g}")
     node_limit = getattr(args, "node_limit", None)
     if node_limit is not None and node_limit < 1:
@@ -151,6 +151,8 @@ class InputImage:
 
 def load_input(args) -> InputImage:
     """Return the image named by ``--index`` (test set) or ``--image``, validated (see `InputImage.announce`)."""
+    import numpy as np
+
     from explain_mnist.data import load_image_file, load_test_set
     if getattr(args, "image", None):
         return InputImage(load_image_file(args.image), f"image file {args.image}", None, None)
@@ -222,14 +224,19 @@ def not_implemented(name: str, issue: str, parser: argparse.ArgumentParser | Non
 
 def run(main) -> None:
     """Call ``main()``; turn a UserError (or any other exception) into one ``error: ...`` line + exit 2, an interrupt into exit 130."""
-    limit_threads()   # --threads, where a script has it, sets its own count once parsed
     try:
+        limit_threads()   # --threads, where a script has it, sets its own count once parsed
         code = main()
+    except ModuleNotFoundError as exc:
+        print(f"error: the Python package {exc.name!r} is not installed; run the scripts with .venv/bin/python "
+              f"(`make` sets it up) or install the requirements with `pip install -r requirements.txt`",
+              file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
-        print("error: interrupted; results already written are complete", file=sys.stderr)
+        print("interrupted: the results already written are complete", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     except MemoryError:
         print("error: out of memory; use a smaller model or box, or a machine with more memory", file=sys.stderr)

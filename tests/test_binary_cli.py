@@ -78,6 +78,9 @@ def test_bad_input_is_one_line_exit_2(bad_files, capsys, monkeypatch):
     assert "--epochs" in err("train", "--epochs", "0")
     assert "--time-limit" in err("verify", "--flips", "1", "--time-limit", "-3")
     assert "--threads" in err("minflips", "--threads", "0")
+    assert "the test set has 10000 images" in err("check", "--count", "10001")
+    assert "binary.py verify --help" in err("verify", "--flips", "1", "--epsilon", "0.1")
+    assert "not allowed with" in err("verify", "--flips", "1", "--figure", "f.png", "--no-figure")
     # a value argparse refuses: its own one-line error and exit 2, through a real process
     done = run("verify", "--flips", "x")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
@@ -102,10 +105,11 @@ def test_verify_and_minflips_answers_are_counterexamples(tmp_path, test_set):
     # one flip fewer is robust for every encoding, the minimum itself is not (the MIP with continuous
     # pre-activations did not find this 2-flip counterexample within 30 s: left out there)
     for flips, want in ((k - 1, "robust"), (k, "counterexample")):
-        path = tmp_path / f"verify{flips}.json"
-        done = run("verify", "--index", "16", "--flips", str(flips), "--json", str(path),
+        path, drawn = tmp_path / f"verify{flips}.json", tmp_path / f"verify{flips}.png"
+        done = run("verify", "--index", "16", "--flips", str(flips), "--json", str(path), "--figure", str(drawn),
                    "--encodings", "search,ip,cnf" if flips == k else "search,mip,ip,cnf", "--time-limit", "120")
         assert done.returncode == 0, done.stderr
+        assert drawn.stat().st_size > 1000
         v = json.loads(path.read_text())
         assert {"index", "flips", "predicted", "answers", "counterexample", "verified", "seconds"} <= set(v)
         names = {"search", "ip", "cnf"} if flips == k else {"search", "mip", "ip", "cnf"}

@@ -84,6 +84,29 @@ def test_run_turns_an_unexpected_exception_into_one_line(capsys, monkeypatch):
         cli.run(broken)
 
 
+# arguments that need numpy before any work (an index out of range, had the packages been there)
+MISSING_PACKAGE_RUNS = {"verify.py": ["--model", "twoclass", "--index", "99999", "--epsilon", "0.01"],
+                        "min_adv_card.py": ["--model", "twoclass", "--index", "99999"],
+                        "min_adv_sum.py": ["--model", "twoclass", "--index", "99999"],
+                        "min_explanation.py": ["--model", "twoclass", "--index", "99999"],
+                        "binary.py": ["verify", "--index", "99999", "--flips", "1"],
+                        "train_twoclass.py": ["--help"], "train_multiclass.py": ["--help"],
+                        "train_cnn_simple.py": ["--help"]}
+
+
+@pytest.mark.parametrize("script", sorted(MISSING_PACKAGE_RUNS))
+@pytest.mark.parametrize("missing", ["numpy", "threadpoolctl"])
+def test_a_missing_package_is_named_in_one_line(script, missing):
+    # a None entry in sys.modules makes importing that package fail as if it were not installed
+    argv = [script] + MISSING_PACKAGE_RUNS[script]
+    code = (f"import runpy, sys; sys.modules[{missing!r}] = None; sys.argv = {argv!r}; "
+            f"runpy.run_path({script!r}, run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: the Python package '{missing}' is not installed")
+    assert done.stderr.count("\n") == 1 and "requirements.txt" in done.stderr
+
+
 # ----------------------------------------------------------------------------- output files, checked before any work
 
 def one_error_line(done):
@@ -108,11 +131,12 @@ def _bad_outputs(tmp):
         "figure_suffix": (["--figure", f"{tmp}/f.jpg"], [".jpg", "supported: .png, .pdf, .svg"]),
         "figure_stdout": (["--figure", "-"], ["--figure -", "standard output"]),
         "figure_parent_missing": (["--figure", "/proc/nope/f.png"], ["/proc/nope/f.png", "cannot create"]),
+        "figure_and_no_figure": (["--figure", f"{tmp}/f.png", "--no-figure"], ["--no-figure", "not allowed with"]),
     }
 
 
 @pytest.mark.parametrize("case", ["missing_parent", "parent_is_file", "device", "fifo", "folder", "figure_suffix",
-                                  "figure_stdout", "figure_parent_missing"])
+                                  "figure_stdout", "figure_parent_missing", "figure_and_no_figure"])
 def test_unusable_output_is_refused_before_any_work(tmp_path, case):
     if case == "device" and not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full here")

@@ -66,7 +66,7 @@ def _prepare(args):
 
 
 def _save(args, result, figure: bool = False) -> None:
-    """Write the JSON (`cli.save_outputs`) and, for minflips, the figure drawn from the saved result."""
+    """Write the JSON (`cli.save_outputs`) and, with ``figure``, the figure drawn from the saved result."""
     from explain_mnist.cli import save_outputs
     from explain_mnist.results import read_json, to_jsonable
     save_outputs(args, result)
@@ -104,7 +104,9 @@ def check(args) -> None:
         raise UserError(f"--radius must be at least 1, got {args.radius}")
     net, settings = _prepare(args)
     test = load_test_set(args.data, verbose=False)
-    count = min(args.count, len(test))
+    if args.count > len(test):
+        raise UserError(f"--count {args.count}: the test set has {len(test)} images")
+    count = args.count
     agree = {e: 0 for e in settings.encodings}
     seconds = {e: 0.0 for e in settings.encodings}
     sizes, failures = {e: [] for e in settings.encodings}, []
@@ -154,8 +156,8 @@ def verify_cmd(args) -> None:
               "keras_prediction": None if keras is None else keras[0], "verified": bool(verified),
               "agree": r.agree, "seconds": {k: round(v, 4) for k, v in r.seconds.items()}, "sizes": r.sizes,
               "notes": r.notes, "cardinality": settings.cardinality, "sat_solver": settings.sat_solver,
-              "solver": settings.solver, "model": args.model}
-    _save(args, result)
+              "solver": settings.solver, "model": args.model, "image_bits": x0.astype(int).tolist()}
+    _save(args, result, figure=True)
     # every method is exact: one proof (or one verified counterexample) answers the question
     what = "not robust" if cex is not None else "robust" if "robust" in r.answers.values() else "unknown"
     print(f"test image {args.index} (label {r.label}), at most {args.flips} flips: {what}; " +
