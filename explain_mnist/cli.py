@@ -225,13 +225,16 @@ def not_implemented(name: str, issue: str, parser: argparse.ArgumentParser | Non
 def run(main) -> None:
     """Call ``main()``; turn a UserError (or any other exception) into one ``error: ...`` line + exit 2, an interrupt into exit 130."""
     try:
-        limit_threads()   # --threads, where a script has it, sets its own count once parsed
-        code = main()
-    except ModuleNotFoundError as exc:
-        print(f"error: the Python package {exc.name!r} is not installed; run the scripts with .venv/bin/python "
-              f"(`make` sets it up) or install the requirements with `pip install -r requirements.txt`",
-              file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+        try:
+            limit_threads()   # --threads, where a script has it, sets its own count once parsed
+            code = main()
+        except ModuleNotFoundError as exc:
+            package = (exc.name or "").partition(".")[0]
+            if package in ("", "explain_mnist"):
+                raise RuntimeError(f"cannot import {exc.name}") from exc      # a module of ours: a bug
+            raise UserError(f"the Python package {package!r} is not installed; run the scripts with "
+                            f".venv/bin/python (`make` sets it up) or install the requirements with "
+                            f"`pip install -r requirements.txt`") from None
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)

@@ -107,6 +107,20 @@ def test_a_missing_package_is_named_in_one_line(script, missing):
     assert done.stderr.count("\n") == 1 and "requirements.txt" in done.stderr
 
 
+def test_a_missing_module_of_our_own_is_an_internal_error(capsys, monkeypatch):
+    from explain_mnist import cli
+
+    def broken():
+        import explain_mnist.no_such_module  # noqa: F401
+
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(broken)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: internal error (RuntimeError: cannot import explain_mnist.no_such_module)")
+
+
 # ----------------------------------------------------------------------------- output files, checked before any work
 
 def one_error_line(done):
