@@ -18,8 +18,9 @@ the original: one MIP per pixel (`mip.NetworkMIP` built once over [0, 1]^784 wit
 pixel, `counterexample`), for at most --mip-limit seconds: its per-image time is the mean seconds per pixel times
 784, an extrapolation, marked as such. --batch-images N: min_explanation.py --indices 0:N --jobs 1 and then
 --jobs 2 on each of --batch-settings (multiclass eps 0.05, twoclass / multiclass / cnn_simple full domain), wall
-seconds of each (fresh out-dirs), --batch-repeats times alternating; --batch-only re-measures only that. --smallest-images N: `explanation.smallest` on the first N test images (multiclass, each of
---smallest-epsilons, --limit s).
+seconds of each (fresh out-dirs), --batch-repeats times alternating; --batch-only re-measures only that (the
+rows of the settings it does not name are kept). --smallest-images N: `explanation.smallest` on the first N test
+images (multiclass, each of --smallest-epsilons, --limit s).
 --add keeps the settings already in the JSON file and adds (or replaces) those of --settings.
 With --update-results writes benchmarks/explanation.json and the section "explanation" of benchmarks/RESULTS.md.
 """
@@ -185,7 +186,8 @@ def batch_timing(n, names, repeats=1):
                      "speedup": mid["out"][1] / mid["out"][2],
                      "jobs1_batch_seconds": mid["phase"][1], "jobs2_batch_seconds": mid["phase"][2],
                      "batch_speedup": mid["phase"][1] / mid["phase"][2],
-                     "jobs1_runs": out[1], "jobs2_runs": out[2]})
+                     "jobs1_runs": out[1], "jobs2_runs": out[2],
+                     "jobs1_batch_runs": phase[1], "jobs2_batch_runs": phase[2]})
     return {"rows": rows}
 
 
@@ -195,7 +197,16 @@ def batch_names(args):
     unknown = [name for name in names if name not in BATCH_SETTINGS]
     if unknown:
         raise SystemExit(f"error: unknown batch setting {unknown[0]!r}; known: {'; '.join(BATCH_SETTINGS)}")
+    if args.batch_repeats < 1:
+        raise SystemExit(f"error: --batch-repeats must be at least 1, got {args.batch_repeats}")
     return names
+
+
+def merged_batch(old, new):
+    """Return the batch timing ``new`` with the rows of ``old`` for the settings it did not measure kept."""
+    measured = {row["setting"] for row in new["rows"]}
+    kept = [row for row in (old or {}).get("rows", []) if row["setting"] not in measured]
+    return {**new, "rows": kept + new["rows"]}
 
 
 def main():
@@ -226,8 +237,8 @@ def main():
         return report(read_json(saved_json(args, JSON)), args)
     if args.batch_only:
         run = read_json(saved_json(args, JSON))
-        run["batch"] = batch_timing(args.batch_images, batch_names(args), args.batch_repeats)
-        run["batch"]["machine"] = machine_line()
+        fresh = batch_timing(args.batch_images, batch_names(args), args.batch_repeats)
+        run["batch"] = merged_batch(run.get("batch"), {**fresh, "machine": machine_line()})
         write_json(output_json(args, JSON), run)
         return report(run, args)
     out = output_json(args, JSON)
@@ -250,7 +261,8 @@ def main():
                                         [float(e) for e in args.smallest_epsilons.split(",")])
         write_json(out, run)
     if args.batch_images:
-        run["batch"] = batch_timing(args.batch_images, batch_names(args), args.batch_repeats)
+        fresh = batch_timing(args.batch_images, batch_names(args), args.batch_repeats)
+        run["batch"] = merged_batch(run.get("batch"), fresh)
         write_json(out, run)
     report(run, args)
 
@@ -260,7 +272,10 @@ def batch_runs(row) -> str:
     if row.get("repeats", 1) <= 1:
         return ""
     pairs = ", ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(row["jobs1_runs"], row["jobs2_runs"]))
-    return f" [medians of {row['repeats']} alternating runs, --jobs 1/--jobs 2 s: {pairs}]"
+    phases = ", ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(row.get("jobs1_batch_runs", []),
+                                                           row.get("jobs2_batch_runs", [])))
+    return (f" [medians of {row['repeats']} alternating runs, --jobs 1/--jobs 2 s: {pairs}"
+            + (f"; batch phases {phases}" if phases else "") + "]")
 
 
 def fmt(values, spec=".2f"):

@@ -1,5 +1,10 @@
 """explain-mnist: provable facts about neural networks on MNIST, computed with exact methods."""
+from typing import TYPE_CHECKING
+
 from explain_mnist.errors import UserError
+
+if TYPE_CHECKING:
+    from explain_mnist.network import Affine, Network, ReLU
 
 __all__ = ["Affine", "Network", "ReLU", "UserError"]
 
@@ -11,3 +16,7 @@ def __getattr__(name: str):
         from explain_mnist import network
         return getattr(network, name)
     raise AttributeError(f"module 'explain_mnist' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -97,8 +97,8 @@ def make_parser(description: str, *, default_model: str = "twoclass", image_inpu
     p.add_argument("--json", default=default_json, help="write the result as JSON to this file; - writes it to "
                    "standard output (and the summary to standard error)")
     figures = p.add_mutually_exclusive_group()
-    figures.add_argument("--figure", default=default_figure, help="write the figure to this file, in the format its "
-                   "suffix names: .png, .pdf or .svg")
+    figures.add_argument("--figure", default=default_figure, help="write the figure to this file, in the format "
+                         "its suffix names: .png, .pdf or .svg")
     figures.add_argument("--no-figure", action="store_true", help="do not draw a figure")
     return p
 
@@ -223,15 +223,16 @@ def not_implemented(name: str, issue: str, parser: argparse.ArgumentParser | Non
 
 
 def run(main) -> None:
-    """Call ``main()``; turn a UserError (or any other exception) into one ``error: ...`` line + exit 2, an interrupt into exit 130."""
+    """Call ``main()``; turn a UserError, a missing third-party package (or any other exception) into one
+    ``error: ...`` line + exit 2, an interrupt into exit 130."""
     try:
         try:
             limit_threads()   # --threads, where a script has it, sets its own count once parsed
             code = main()
         except ModuleNotFoundError as exc:
             package = (exc.name or "").partition(".")[0]
-            if package in ("", "explain_mnist"):
-                raise RuntimeError(f"cannot import {exc.name}") from exc      # a module of ours: a bug
+            if package in ("", "explain_mnist") or package in sys.stdlib_module_names:
+                raise RuntimeError(f"cannot import {exc.name}") from exc      # ours or Python's own: a bug
             raise UserError(f"the Python package {package!r} is not installed; run the scripts with "
                             f".venv/bin/python (`make` sets it up) or install the requirements with "
                             f"`pip install -r requirements.txt`") from None

@@ -94,8 +94,8 @@ MISSING_PACKAGE_RUNS = {"verify.py": ["--model", "twoclass", "--index", "99999",
                         "train_cnn_simple.py": ["--help"]}
 
 
-@pytest.mark.parametrize("script", sorted(MISSING_PACKAGE_RUNS))
-@pytest.mark.parametrize("missing", ["numpy", "threadpoolctl"])
+@pytest.mark.parametrize("script,missing", [(script, "numpy") for script in sorted(MISSING_PACKAGE_RUNS)]
+                         + [("verify.py", "threadpoolctl")])
 def test_a_missing_package_is_named_in_one_line(script, missing):
     # a None entry in sys.modules makes importing that package fail as if it were not installed
     argv = [script] + MISSING_PACKAGE_RUNS[script]
@@ -107,18 +107,32 @@ def test_a_missing_package_is_named_in_one_line(script, missing):
     assert done.stderr.count("\n") == 1 and "requirements.txt" in done.stderr
 
 
-def test_a_missing_module_of_our_own_is_an_internal_error(capsys, monkeypatch):
+@pytest.mark.parametrize("module", ["explain_mnist.no_such_module", "sqlite3"])
+def test_a_missing_module_of_our_own_or_of_python_is_an_internal_error(module, capsys, monkeypatch):
+    import importlib
+
     from explain_mnist import cli
 
-    def broken():
-        import explain_mnist.no_such_module  # noqa: F401
-
     monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    monkeypatch.setitem(sys.modules, "sqlite3", None)     # as in a Python built without it
     with pytest.raises(SystemExit) as exit_info:
-        cli.run(broken)
+        cli.run(lambda: importlib.import_module(module))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: internal error (RuntimeError: cannot import explain_mnist.no_such_module)")
+    assert err.startswith(f"error: internal error (RuntimeError: cannot import {module})")
+
+
+def test_an_interrupt_exits_130_with_one_line(capsys):
+    from explain_mnist import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(interrupted)
+    assert exit_info.value.code == cli.EXIT_INTERRUPTED == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted: ") and err.count("\n") == 1
 
 
 # ----------------------------------------------------------------------------- output files, checked before any work

@@ -113,6 +113,16 @@ def test_batch_resumes_after_kill(env, tmp_path):
         assert (out / r["witnesses"]).is_file()
 
 
+def test_batch_draws_its_grid_by_default_and_not_with_no_figure(env, tmp_path):
+    # test image 3 at eps 0.05: the whole ball keeps its class (the empty explanation), a batch of one in seconds
+    args = ["--model", "multiclass", "--epsilon", "0.05", "--indices", "3:4"]
+    drawn, plain = tmp_path / "drawn", tmp_path / "plain"
+    assert script(env, *args, "--out-dir", drawn).returncode == 0
+    assert script(env, *args, "--out-dir", plain, "--no-figure").returncode == 0
+    assert (drawn / "explanations_grid.png").stat().st_size > 0
+    assert (plain / "summary.json").is_file() and not (plain / "explanations_grid.png").exists()
+
+
 BAD = [
     (["--epsilon", "0"], "--epsilon"),
     (["--epsilon", "1.5"], "--epsilon"),

@@ -24,8 +24,9 @@ def flips_figure(result: dict):
             ax.axis("off")
         robust = budget is not None and "robust" in result.get("answers", {}).values()
         plural = "s" if budget != 1 else ""
-        axes[1].set_title(f"robust to {budget} flip{plural} (proved)" if robust else "no counterexample found",
-                          fontsize=9)
+        proved = (f"label {result['target']} unreachable with {budget} flip{plural} (proved)"
+                  if result.get("target") is not None else f"robust to {budget} flip{plural} (proved)")
+        axes[1].set_title(proved if robust else "no counterexample found", fontsize=9)
         return fig
     cex = np.asarray(cex, dtype=float)
     k = int(np.count_nonzero(cex != x))
