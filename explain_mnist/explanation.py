@@ -156,7 +156,7 @@ def shrink(net: Network, x: np.ndarray, x0: np.ndarray, c: int, candidates, slac
     for p in candidates:
         if x[p] == x0[p]:
             continue
-        trial = z + (x0[p] - x[p]) * _column(first.W, p)
+        trial = z + (x0[p] - x[p]) * _columns(first.W, [p])
         if logits_change_class(net, net.logits_from_first(trial), c, slack)[0]:
             x[p], z = x0[p], trial
         else:
@@ -181,9 +181,10 @@ def _shrink_exactly(net, x, x0, c, candidates, slack):
     return x, kept
 
 
-def _column(W, p: int) -> np.ndarray:
-    """Return column ``p`` of a dense or sparse ``W`` as a row ``(1, n_out)``."""
-    return (W[:, [p]].toarray() if sp.issparse(W) else W[:, p]).reshape(1, -1)
+def _columns(W, pixels) -> np.ndarray:
+    """Return the columns ``pixels`` of a dense or sparse ``W`` as dense rows ``(len(pixels), n_out)``."""
+    columns = W[:, pixels]
+    return np.asarray(columns.toarray() if sp.issparse(columns) else columns).T
 
 
 class _Search:
@@ -293,8 +294,7 @@ class _Search:
         B = np.concatenate([B, attack.minimising_corner(G, lo[None], hi[None]).reshape(-1, self.n)])
         first = self.net.affines[0]
         Z0 = first.apply(B)                                                     # (b, h)
-        columns = first.W[:, P]
-        columns = np.asarray(columns.todense() if hasattr(columns, "todense") else columns).T   # (P, h)
+        columns = _columns(first.W, P)                                         # (P, h)
         broken = set()
         for ends in (self.lo[P], self.hi[P]):
             move = ends[None, :] - B[:, P]                                      # (b, P)
