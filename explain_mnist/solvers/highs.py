@@ -125,6 +125,10 @@ class HighsSolver(MIPSolver):
             h.setOptionValue("mip_rel_gap", float(self.mip_gap))
         if self.abs_gap is not None:
             h.setOptionValue("mip_abs_gap", float(self.abs_gap))
+        # a cutoff means the caller already holds a verified solution: RINS and RENS, whose sub-MIPs look for one
+        # near the LP optimum, would mostly find it again
+        for heuristic in ("mip_heuristic_run_rins", "mip_heuristic_run_rens"):
+            h.setOptionValue(heuristic, cutoff is None)
         run_status = h.run()
         model_status = h.getModelStatus()
         info = h.getInfo()

@@ -24,6 +24,11 @@ _STATUS = {
 }
 
 
+# Parameters set on every model. Root cut rounds: SCIP's default is no limit; on our min-distance MIPs most of
+# the time went into rounds that moved the root bound little (benchmarks/RESULTS.md, "SCIP's root cut rounds").
+PARAMETERS = {"separating/maxroundsroot": 5}
+
+
 def _finite(values: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(values, dtype=np.float64), -_SCIP_INFINITY, _SCIP_INFINITY)
 
@@ -39,6 +44,8 @@ class ScipSolver(MIPSolver):
         s = self._m = pyscipopt.Model()
         if not self.verbose:
             s.hideOutput()
+        for name, value in PARAMETERS.items():
+            s.setParam(name, value)
         m = self.model
         vtype = np.where(m.integrality, "I", "C")
         self._vars = s.addMatrixVar((m.n_cols,), vtype=vtype, lb=_finite(m.lb), ub=_finite(m.ub), obj=0.0)
