@@ -284,9 +284,8 @@ class DistanceModel:
 
     def auto_solver(self) -> tuple[str, str]:
         """Return the (solver, reason) that ``solver="auto"`` takes for this model."""
-        kind = "min_l0_one_logit" if self.norm == "l0" and self.net.n_outputs == 1 else f"min_{self.norm}"
-        return choose_solver(kind, self.model.n_cols, self.model.n_rows, quadratic=self.model.is_quadratic,
-                             integers=self.model.n_binaries > 0)
+        return choose_solver(f"min_{self.norm}", self.model.n_cols, self.model.n_rows,
+                             quadratic=self.model.is_quadratic, integers=self.model.n_binaries > 0)
 
 
 def distance_model(net: Network, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, bounds: Bounds, norm: str,

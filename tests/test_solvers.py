@@ -258,7 +258,7 @@ def test_cplex_community_limit():
 
 
 def test_choose_solver():
-    for kind in ("max_gap", "counterexample", "min_l0", "min_l0_one_logit", "min_l1", "min_linf"):
+    for kind in ("max_gap", "counterexample", "min_l0", "min_l1", "min_linf"):
         name, reason = choose_solver(kind, 100, 100)
         assert name in INSTALLED and kind in reason
     if QUADRATIC:

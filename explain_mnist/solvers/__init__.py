@@ -43,9 +43,6 @@ PREFERENCES = {
     "max_gap": ("cplex", "highs", "scip"),
     "counterexample": ("cplex", "scip", "highs"),
     "min_l0": ("cplex", "scip", "highs"),
-    # min L0 on a one-logit (sigmoid) net, measured on twoclass test images 18, 30, 32, 44, 51, 63: HiGHS 1.4-3.2 s,
-    # SCIP 1.1-9.5 s (faster on 5 of 6); on multiclass and cnn_simple SCIP wins about 2x (4 images, all targets)
-    "min_l0_one_logit": ("cplex", "highs", "scip"),
     "min_l1": ("cplex", "scip", "highs"),
     "min_linf": ("cplex", "scip", "highs"),
     "min_l2": ("cplex", "scip", "highs"),   # highs only when no binary is left: a convex QP
