@@ -25,7 +25,7 @@ _STATUS = {
 
 
 # Parameters set on every model. Root cut rounds: SCIP's default is no limit; on our min-distance MIPs most of
-# the time went into rounds that moved the root bound little (benchmarks/RESULTS.md, "SCIP's root cut rounds").
+# the time went into rounds that moved the root bound little (benchmarks/RESULTS.md, "Measurements of 2026-12-03").
 PARAMETERS = {"separating/maxroundsroot": 5}
 
 
