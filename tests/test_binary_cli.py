@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from explain_mnist.binarized import network
+from explain_mnist.binarized import cnf, network
 from explain_mnist.data import REPO_ROOT
 
 NPZ = REPO_ROOT / "models" / "binary_net.npz"
@@ -71,6 +71,9 @@ def test_bad_input_is_one_line_exit_2(bad_files, capsys, monkeypatch):
     assert "unknown encoding" in err("verify", "--flips", "1", "--encodings", "mip,smt")
     assert "unknown cardinality" in err("verify", "--flips", "1", "--cardinality", "bdd")
     assert "unknown SAT solver" in err("minflips", "--sat-solver", "zchaff")
+    missing = [name for name in cnf.sat_solver_names() if not cnf.capabilities(name).available]
+    if missing:                          # listed by PySAT but not built into this wheel (cryptosat, minisatgh)
+        assert "not built into this PySAT" in err("verify", "--flips", "1", "--sat-solver", missing[0])
     assert "native" in err("verify", "--flips", "1", "--cardinality", "native", "--sat-solver", "glucose4")
     assert "out of range" in err("minflips", "--index", "10000")
     assert "already the predicted label" in err("verify", "--index", "16", "--flips", "1", "--target", "9")

@@ -173,3 +173,54 @@ def test_fewer_flips_by_assumptions_on_one_solver(tiny_nets):
                         assert answer.flips.sum() <= j
             finally:
                 sat.close()
+
+
+# one solver per kind of PySAT binding: interruptible (glucose4), without interrupt (cadical153), without
+# solve_limited (lingeling), ignoring assumptions (kissat404)
+BINDINGS = [name for name in ("glucose4", "cadical153", "lingeling", "kissat404") if cnf.capabilities(name).available]
+
+
+@pytest.mark.parametrize("time_limit", [None, 60.0])
+def test_every_kind_of_sat_binding_answers_under_assumptions(tiny_nets, time_limit):
+    """Fixed flips and at-most budgets are assumptions; solvers that ignore them or cannot be interrupted (solved in a
+    child process under a time limit) must still give brute force's answers."""
+    for net, x0 in tiny_nets[:2]:
+        query = compile_query(net, x0, 3)
+        if query.trivially is not None:
+            continue
+        for name in BINDINGS:
+            sat = cnf.SatSolver(cnf.encode(query, "kmtotalizer"), name)
+            try:
+                for j in range(0, 4):
+                    want = brute_force(net, x0, j) is not None
+                    answer = sat.solve(sat.at_most(j), time_limit)
+                    assert (answer.status == "sat") == want, (name, j)
+                    if want:
+                        assert answer.flips.sum() <= j
+                        assert net.predict_bits((x0 ^ answer.flips)[None])[0] != net.predict_bits(x0[None])[0]
+                none = np.zeros(query.n_flips, dtype=bool)
+                assert sat.solve(sat.fixed(none), time_limit).status == "unsat", name
+            finally:
+                sat.close()
+
+
+def pigeonhole(holes: int) -> cnf.CNF:
+    """Return the CNF of holes + 1 pigeons in ``holes`` holes (unsatisfiable, hard for resolution)."""
+    formula = cnf.CNF("kmtotalizer")
+    var = formula.new((holes + 1) * holes).reshape(holes + 1, holes)
+    formula.clauses = [row.tolist() for row in var]
+    formula.clauses += [[-int(var[a, h]), -int(var[b, h])] for h in range(holes)
+                        for a, b in itertools.combinations(range(holes + 1), 2)]
+    formula.flips = var[:, 0]
+    return formula
+
+
+@pytest.mark.parametrize("name", [n for n in ("cadical153", "kissat404", "lingeling") if n in BINDINGS])
+def test_time_limit_stops_a_solver_without_interrupt(name):
+    answer = cnf.SatSolver(pigeonhole(13), name).solve([], time_limit=0.5)
+    assert answer.status == "unknown"
+
+
+def test_small_pigeonhole_is_refuted_by_every_kind_of_binding():
+    for name in BINDINGS:
+        assert cnf.SatSolver(pigeonhole(4), name).solve([], time_limit=30.0).status == "unsat", name

@@ -25,8 +25,11 @@ clause ``(o_1 or ... or o_m)``.
 """
 from __future__ import annotations
 
+import functools
+import multiprocessing
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,12 +75,58 @@ class CNF:
         return out
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a PySAT solver's binding can do, found by trying it on a two-clause formula (`capabilities`)."""
+
+    available: bool             # built into this PySAT
+    interrupt: bool = True      # a time limit can stop it (else: solved in a child process that is stopped)
+    limited: bool = True        # has solve_limited
+    assumptions: bool = True    # honours assumptions (else: they become unit clauses of a fresh solver)
+
+
+@functools.lru_cache(maxsize=None)
+def capabilities(name: str) -> Capabilities:
+    """Return the `Capabilities` of the PySAT solver ``name``."""
+    from pysat.solvers import Solver
+    try:
+        solver = Solver(name=name, bootstrap_with=[[1, 2], [1, -2]])
+    except Exception:
+        return Capabilities(False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")           # Kissat warns that it ignores assumptions
+            assumptions = solver.solve(assumptions=[-1]) is False
+        try:
+            solver.solve_limited()
+            limited = True
+        except NotImplementedError:
+            limited = False
+        try:
+            solver.interrupt()
+            solver.clear_interrupt()
+            interrupt = True
+        except NotImplementedError:
+            interrupt = False
+        return Capabilities(True, interrupt and limited, limited, assumptions)
+    finally:
+        solver.delete()
+
+
+def sat_solver_names() -> list[str]:
+    """Return the names of the SAT solvers PySAT lists."""
+    from pysat.solvers import SolverNames
+    return sorted(k for k in vars(SolverNames) if not k.startswith("_"))
+
+
 def check_names(cardinality: str | None, sat_solver: str | None) -> tuple[str, str]:
     """Return (cardinality, SAT solver) with defaults filled in; UserError for an unknown or mismatched name."""
-    from pysat.solvers import SolverNames
-    known = sorted(k for k in vars(SolverNames) if not k.startswith("_"))
+    known = sat_solver_names()
     if sat_solver is not None and sat_solver not in known:
         raise UserError(f"unknown SAT solver {sat_solver!r}; PySAT has: {', '.join(known)}")
+    if sat_solver is not None and not capabilities(sat_solver).available:
+        built = [name for name in known if capabilities(name).available]
+        raise UserError(f"SAT solver {sat_solver!r} is not built into this PySAT; use one of: {', '.join(built)}")
     if cardinality is not None and cardinality not in CARDINALITY:
         raise UserError(f"unknown cardinality encoding {cardinality!r}; supported: {', '.join(CARDINALITY)}")
     if cardinality is None:
@@ -231,11 +280,19 @@ def encode(query: Query, cardinality: str = DEFAULT_CARDINALITY) -> CNF:
 
 
 class SatSolver:
-    """A PySAT solver loaded with a `CNF` once, asked repeatedly under assumptions."""
+    """A PySAT solver loaded with a `CNF` once, asked repeatedly under assumptions.
+
+    A solver whose binding cannot be interrupted (CaDiCaL, Kissat, Lingeling in PySAT) is, under a time limit, run
+    in a child process that is stopped at the limit; one that ignores assumptions (Kissat) gets them as unit
+    clauses of a fresh solver for that call.
+    """
 
     def __init__(self, cnf: CNF, name: str = DEFAULT_SAT_SOLVER):
         from pysat.solvers import Solver
         self.cnf, self.name = cnf, name
+        self.can = capabilities(name)
+        if not self.can.available:
+            check_names(None, name)                   # raises the UserError that names the available ones
         self.solver = Solver(name=name, bootstrap_with=cnf.clauses)
         if cnf.atmosts:
             if not self.solver.supports_atmost():
@@ -248,25 +305,32 @@ class SatSolver:
     def solve(self, assumptions=(), time_limit: float | None = None) -> Answer:
         """Return the `Answer` under the assumptions (a list of literals), "unknown" after ``time_limit`` seconds."""
         start = time.perf_counter()
+        assumptions = [int(a) for a in assumptions]
+        if self.can.interrupt and self.can.assumptions:
+            sat, flips = self._solve_here(assumptions, time_limit)
+        elif time_limit is None:
+            sat, flips = _solve_once(self.solver, self.cnf, self.name, assumptions, self.can)
+        else:
+            sat, flips = _solve_in_child(self.solver, self.cnf, self.name, assumptions, self.can, time_limit)
+        seconds = time.perf_counter() - start
+        if sat is None:
+            return Answer("unknown", None, seconds, "time limit")
+        return Answer("sat", flips, seconds) if sat else Answer("unsat", None, seconds)
+
+    def _solve_here(self, assumptions: list, time_limit: float | None) -> tuple:
         timer = None
         if time_limit is not None:
             timer = threading.Timer(time_limit, self.solver.interrupt)
             timer.start()
         try:
-            sat = self.solver.solve_limited(assumptions=list(assumptions), expect_interrupt=time_limit is not None)
+            sat = self.solver.solve_limited(assumptions=assumptions, expect_interrupt=time_limit is not None)
         finally:
             if timer is not None:
                 timer.cancel()
-        seconds = time.perf_counter() - start
         if sat is None:
             self.solver.clear_interrupt()
-            return Answer("unknown", None, seconds, "time limit")
-        if not sat:
-            return Answer("unsat", None, seconds)
-        model = np.asarray(self.solver.get_model(), dtype=np.int64)
-        value = np.zeros(self.cnf.top + 1, dtype=bool)
-        value[np.abs(model)] = model > 0
-        return Answer("sat", value[self.cnf.flips], seconds)
+            return None, None
+        return sat, _flips_of(self.solver, self.cnf) if sat else None
 
     def at_most(self, j: int) -> list:
         """Return the assumptions that allow at most ``j`` flips (within the encoded budget)."""
@@ -282,3 +346,49 @@ class SatSolver:
 
     def close(self) -> None:
         self.solver.delete()
+
+
+def _flips_of(solver, cnf: CNF) -> np.ndarray:
+    model = np.asarray(solver.get_model(), dtype=np.int64)
+    value = np.zeros(cnf.top + 1, dtype=bool)
+    value[np.abs(model)] = model > 0
+    return value[cnf.flips]
+
+
+def _solve_once(solver, cnf: CNF, name: str, assumptions: list, can: Capabilities) -> tuple:
+    """Return (satisfiable, flips or None), solved to the end (no time limit)."""
+    if assumptions and not can.assumptions:
+        from pysat.solvers import Solver
+        with Solver(name=name, bootstrap_with=cnf.clauses + [[a] for a in assumptions]) as fresh:
+            sat = fresh.solve()
+            return sat, _flips_of(fresh, cnf) if sat else None
+    sat = solver.solve(assumptions=assumptions)
+    return sat, _flips_of(solver, cnf) if sat else None
+
+
+def _child(connection, solver, cnf: CNF, name: str, assumptions: list, can: Capabilities) -> None:
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C is the parent's to handle; it stops this child
+    connection.send(_solve_once(solver, cnf, name, assumptions, can))
+    connection.close()
+
+
+def _solve_in_child(solver, cnf: CNF, name: str, assumptions: list, can: Capabilities, time_limit: float) -> tuple:
+    """Return `_solve_once` run in a forked child process, or (None, None) if it is not done in ``time_limit``."""
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child, args=(send, solver, cnf, name, assumptions, can), daemon=True)
+    child.start()
+    send.close()
+    try:
+        if receive.poll(max(time_limit, 0.0)):
+            try:
+                return receive.recv()
+            except EOFError:                          # the child died without an answer
+                raise RuntimeError(f"SAT solver {name} stopped without an answer") from None
+        return None, None
+    finally:
+        if child.is_alive():
+            child.terminate()
+        child.join()
+        receive.close()
