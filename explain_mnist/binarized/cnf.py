@@ -375,6 +375,9 @@ def _child(connection, solver, cnf: CNF, name: str, assumptions: list, can: Capa
 
 def _solve_in_child(solver, cnf: CNF, name: str, assumptions: list, can: Capabilities, time_limit: float) -> tuple:
     """Return `_solve_once` run in a forked child process, or (None, None) if it is not done in ``time_limit``."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        raise UserError(f"a time limit with SAT solver {name} needs a forked process, which this system does not "
+                        f"have; use --sat-solver {DEFAULT_SAT_SOLVER} or no --time-limit")
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_child, args=(send, solver, cnf, name, assumptions, can), daemon=True)
