@@ -202,6 +202,15 @@ def batch_names(args):
     return names
 
 
+def add_batch_timing(run: dict, args, own_machine_line: bool = False) -> None:
+    """Measure the batch settings of ``args`` and merge them into ``run["batch"]`` (with their own machine line when
+    the run's is from an earlier measurement)."""
+    fresh = batch_timing(args.batch_images, batch_names(args), args.batch_repeats)
+    if own_machine_line:
+        fresh["machine"] = machine_line()
+    run["batch"] = merged_batch(run.get("batch"), fresh)
+
+
 def merged_batch(old, new):
     """Return the batch timing ``new`` with the rows of ``old`` for the settings it did not measure kept."""
     measured = {row["setting"] for row in new["rows"]}
@@ -237,8 +246,7 @@ def main():
         return report(read_json(saved_json(args, JSON)), args)
     if args.batch_only:
         run = read_json(saved_json(args, JSON))
-        fresh = batch_timing(args.batch_images, batch_names(args), args.batch_repeats)
-        run["batch"] = merged_batch(run.get("batch"), {**fresh, "machine": machine_line()})
+        add_batch_timing(run, args, own_machine_line=True)
         write_json(output_json(args, JSON), run)
         return report(run, args)
     out = output_json(args, JSON)
@@ -261,8 +269,7 @@ def main():
                                         [float(e) for e in args.smallest_epsilons.split(",")])
         write_json(out, run)
     if args.batch_images:
-        fresh = batch_timing(args.batch_images, batch_names(args), args.batch_repeats)
-        run["batch"] = merged_batch(run.get("batch"), fresh)
+        add_batch_timing(run, args)
         write_json(out, run)
     report(run, args)
 
