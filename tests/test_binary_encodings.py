@@ -217,10 +217,17 @@ def pigeonhole(holes: int) -> cnf.CNF:
 
 @pytest.mark.parametrize("name", [n for n in ("cadical153", "kissat404", "lingeling") if n in BINDINGS])
 def test_time_limit_stops_a_solver_without_interrupt(name):
-    answer = cnf.SatSolver(pigeonhole(13), name).solve([], time_limit=0.5)
-    assert answer.status == "unknown"
+    sat = cnf.SatSolver(pigeonhole(13), name)
+    try:
+        assert sat.solve([], time_limit=0.5).status == "unknown"
+    finally:
+        sat.close()
 
 
 def test_small_pigeonhole_is_refuted_by_every_kind_of_binding():
     for name in BINDINGS:
-        assert cnf.SatSolver(pigeonhole(4), name).solve([], time_limit=30.0).status == "unsat", name
+        sat = cnf.SatSolver(pigeonhole(4), name)
+        try:
+            assert sat.solve([], time_limit=30.0).status == "unsat", name
+        finally:
+            sat.close()

@@ -323,7 +323,8 @@ class SatSolver:
             timer = threading.Timer(time_limit, self.solver.interrupt)
             timer.start()
         try:
-            sat = self.solver.solve_limited(assumptions=assumptions, expect_interrupt=time_limit is not None)
+            sat = _interruptible(lambda: self.solver.solve_limited(assumptions=assumptions,
+                                                                   expect_interrupt=time_limit is not None))
         finally:
             if timer is not None:
                 timer.cancel()
@@ -355,21 +356,40 @@ def _flips_of(solver, cnf: CNF) -> np.ndarray:
     return value[cnf.flips]
 
 
+def _interruptible(call):
+    """Return ``call()``; PySAT's own Ctrl-C handler (in the main thread) raises its error type: re-raised as the
+    KeyboardInterrupt the scripts report."""
+    try:
+        return call()
+    except Exception as error:
+        if "keyboard interrupt" in str(error).lower():
+            raise KeyboardInterrupt from None
+        raise
+
+
 def _solve_once(solver, cnf: CNF, name: str, assumptions: list, can: Capabilities) -> tuple:
     """Return (satisfiable, flips or None), solved to the end (no time limit)."""
     if assumptions and not can.assumptions:
         from pysat.solvers import Solver
         with Solver(name=name, bootstrap_with=cnf.clauses + [[a] for a in assumptions]) as fresh:
-            sat = fresh.solve()
+            for lits, bound in cnf.atmosts:
+                fresh.add_atmost(lits, bound)
+            sat = _interruptible(fresh.solve)
             return sat, _flips_of(fresh, cnf) if sat else None
-    sat = solver.solve(assumptions=assumptions)
+    sat = _interruptible(lambda: solver.solve(assumptions=assumptions))
     return sat, _flips_of(solver, cnf) if sat else None
 
 
 def _child(connection, solver, cnf: CNF, name: str, assumptions: list, can: Capabilities) -> None:
+    import os
     import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C is the parent's to handle; it stops this child
-    connection.send(_solve_once(solver, cnf, name, assumptions, can))
+    # Ctrl-C is the parent's to handle (it stops this child): out of the terminal's process group, SIGINT ignored
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        connection.send(("answer", _solve_once(solver, cnf, name, assumptions, can)))
+    except BaseException as error:                   # reported by the parent, not printed here
+        connection.send(("error", f"{type(error).__name__}: {error}"))
     connection.close()
 
 
@@ -384,14 +404,17 @@ def _solve_in_child(solver, cnf: CNF, name: str, assumptions: list, can: Capabil
     child.start()
     send.close()
     try:
-        if receive.poll(max(time_limit, 0.0)):
-            try:
-                return receive.recv()
-            except EOFError:                          # the child died without an answer
-                raise RuntimeError(f"SAT solver {name} stopped without an answer") from None
-        return None, None
+        if not receive.poll(max(time_limit, 0.0)):
+            return None, None
+        try:
+            kind, value = receive.recv()
+        except EOFError:                              # the child died without a word
+            raise RuntimeError(f"SAT solver {name} stopped without an answer") from None
+        if kind == "error":
+            raise RuntimeError(f"SAT solver {name} failed in its child process: {value}")
+        return value
     finally:
         if child.is_alive():
-            child.terminate()
+            child.kill()
         child.join()
         receive.close()
