@@ -25,8 +25,11 @@ clause ``(o_1 or ... or o_m)``.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
+import os
+import signal
 import threading
 import time
 import warnings
@@ -323,8 +326,9 @@ class SatSolver:
             timer = threading.Timer(time_limit, self.solver.interrupt)
             timer.start()
         try:
-            sat = _interruptible(lambda: self.solver.solve_limited(assumptions=assumptions,
-                                                                   expect_interrupt=time_limit is not None))
+            with _ctrl_c_interrupts(self.solver) if time_limit is not None else contextlib.nullcontext():
+                sat = _interruptible(lambda: self.solver.solve_limited(assumptions=assumptions,
+                                                                       expect_interrupt=time_limit is not None))
         finally:
             if timer is not None:
                 timer.cancel()
@@ -356,6 +360,36 @@ def _flips_of(solver, cnf: CNF) -> np.ndarray:
     return value[cnf.flips]
 
 
+@contextlib.contextmanager
+def _ctrl_c_interrupts(solver):
+    """Let Ctrl-C interrupt a solve that expects an interrupt. PySAT then leaves SIGINT to Python, whose handler runs
+    only once the solve returns; its C part also writes the signal to a wake-up fd, which a thread watches."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            if signal.SIGINT in os.read(read_fd, 64):
+                solver.interrupt()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        done.set()
+        os.write(write_fd, b"\0")                     # wakes the watcher
+        watcher.join()
+        os.close(read_fd)
+        os.close(write_fd)
+
+
 def _interruptible(call):
     """Return ``call()``; PySAT's own Ctrl-C handler (in the main thread) raises its error type: re-raised as the
     KeyboardInterrupt the scripts report."""
@@ -381,8 +415,6 @@ def _solve_once(solver, cnf: CNF, name: str, assumptions: list, can: Capabilitie
 
 
 def _child(connection, solver, cnf: CNF, name: str, assumptions: list, can: Capabilities) -> None:
-    import os
-    import signal
     # Ctrl-C is the parent's to handle (it stops this child): out of the terminal's process group, SIGINT ignored
     os.setsid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
