@@ -83,8 +83,7 @@ class Capabilities:
     """What a PySAT solver's binding can do, found by trying it on a two-clause formula (`capabilities`)."""
 
     available: bool             # built into this PySAT
-    interrupt: bool = True      # a time limit can stop it (else: solved in a child process that is stopped)
-    limited: bool = True        # has solve_limited
+    interrupt: bool = True      # has solve_limited and interrupt: a time limit can stop it in this process
     assumptions: bool = True    # honours assumptions (else: they become unit clauses of a fresh solver)
 
 
@@ -111,7 +110,7 @@ def capabilities(name: str) -> Capabilities:
             interrupt = True
         except NotImplementedError:
             interrupt = False
-        return Capabilities(True, interrupt and limited, limited, assumptions)
+        return Capabilities(True, interrupt and limited, assumptions)
     finally:
         solver.delete()
 
@@ -309,10 +308,10 @@ class SatSolver:
         """Return the `Answer` under the assumptions (a list of literals), "unknown" after ``time_limit`` seconds."""
         start = time.perf_counter()
         assumptions = [int(a) for a in assumptions]
-        if self.can.interrupt and self.can.assumptions:
-            sat, flips = self._solve_here(assumptions, time_limit)
-        elif time_limit is None:
+        if time_limit is None:
             sat, flips = _solve_once(self.solver, self.cnf, self.name, assumptions, self.can)
+        elif self.can.interrupt and self.can.assumptions:
+            sat, flips = self._solve_here(assumptions, time_limit)
         else:
             sat, flips = _solve_in_child(self.solver, self.cnf, self.name, assumptions, self.can, time_limit)
         seconds = time.perf_counter() - start
@@ -320,18 +319,15 @@ class SatSolver:
             return Answer("unknown", None, seconds, "time limit")
         return Answer("sat", flips, seconds) if sat else Answer("unsat", None, seconds)
 
-    def _solve_here(self, assumptions: list, time_limit: float | None) -> tuple:
-        timer = None
-        if time_limit is not None:
-            timer = threading.Timer(time_limit, self.solver.interrupt)
-            timer.start()
+    def _solve_here(self, assumptions: list, time_limit: float) -> tuple:
+        """Return (satisfiable or None at the limit, flips or None), the solver interrupted by a timer."""
+        timer = threading.Timer(time_limit, self.solver.interrupt)
+        timer.start()
         try:
-            with _ctrl_c_interrupts(self.solver) if time_limit is not None else contextlib.nullcontext():
-                sat = _interruptible(lambda: self.solver.solve_limited(assumptions=assumptions,
-                                                                       expect_interrupt=time_limit is not None))
+            with _ctrl_c_interrupts(self.solver):
+                sat = self.solver.solve_limited(assumptions=assumptions, expect_interrupt=True)
         finally:
-            if timer is not None:
-                timer.cancel()
+            timer.cancel()
         if sat is None:
             self.solver.clear_interrupt()
             return None, None
