@@ -37,9 +37,10 @@ Order of work, cheapest first:
    the last quarter of a time limit (`BAB_SHARE`; only when that is at least
    `MIP_MIN_SECONDS`: a big MIP does nothing in less, and its solver overshoots a
    short limit) or, without one, once the node budget is spent. A small MIP (at most
-   `SMALL_MIP_NEURONS` hidden neurons and `bab.INPUT_SPLIT_MAX_DIMS` free inputs)
-   takes over after `SMALL_MIP_NODES` nodes: there branch-and-bound with input
-   splits can take far more nodes than the net has activation patterns.
+   `SMALL_MIP_NEURONS` hidden neurons, so at most that many binaries) takes over
+   after `SMALL_MIP_NODES` nodes (the probe's, and as many again from the refined
+   root): on near-ties branch-and-bound can take far more nodes than such a net's
+   MIP takes to decide, once its bounds are refined.
 
 A point counts as a counterexample only if it lies in the box and the forward
 pass puts it in another class with a margin clear of rounding (below
@@ -84,8 +85,8 @@ ALPHA_SHARE = 0.1           # ... and this share of a time limit
 PROBE_NODES = 2000          # on nets with 2+ hidden layers, branch-and-bound before refinement: at most this many
 PROBE_SHARE = 0.05          # ... nodes, and this share of a time limit
 REFINE_SHARE = 0.5          # refinement of intermediate bounds: at most this share of the time left
-SMALL_MIP_NEURONS = 64      # a net with at most this many hidden neurons, on a box with at most
-SMALL_MIP_NODES = 2000      # bab.INPUT_SPLIT_MAX_DIMS free inputs, goes to the MIP after this many nodes
+SMALL_MIP_NEURONS = 64      # a net with at most this many hidden neurons goes to the MIP after this many
+SMALL_MIP_NODES = 2000      # nodes of the probe and as many of the refined search
 
 
 @dataclass
@@ -255,7 +256,7 @@ class Verifier:
             if q.proved():
                 return self._verdict(q, "robust", "bounds")
 
-        small_mip = self._small_mip(lo, hi)
+        small_mip = self._small_mip()
         use_mip = self.mip_fallback and (q.limit is None or small_mip or (1 - BAB_SHARE) * q.limit >= MIP_MIN_SECONDS)
         bab_deadline = q.start + BAB_SHARE * q.limit if use_mip and q.limit is not None else q.deadline
         refining = self.refine and len(net.hidden) >= 2
@@ -268,8 +269,10 @@ class Verifier:
             if q.limit is not None:
                 search_deadline = min(bab_deadline, time.perf_counter() + PROBE_SHARE * q.limit)
         outcome = self._search(q, root, search_deadline, node_limit, "branch-and-bound")
+        # a small MIP's refined search has a node budget of its own: refined bounds make that MIP fast
+        refined_budget = node_budget if use_mip and small_mip else node_budget - outcome.nodes
         if outcome.status == "unknown" and outcome.stopped_by != "interrupt" and refining and \
-                outcome.nodes < node_budget and (bab_deadline is None or time.perf_counter() < bab_deadline):
+                refined_budget > 0 and (bab_deadline is None or time.perf_counter() < bab_deadline):
             self._report(q, "refining intermediate bounds")
             seconds = None if bab_deadline is None else REFINE_SHARE * (bab_deadline - time.perf_counter())
             refinement = refine_bounds(net, lo, hi, root, C=C, time_budget=seconds, tolerance=q.tolerance)
@@ -282,8 +285,7 @@ class Verifier:
             if q.proved():
                 return self._verdict(q, "robust", "bab")
             # the node limit counts margin nodes; the refinement's nodes (on cut networks) are capped per bound
-            outcome = self._search(q, root, bab_deadline, node_budget - outcome.nodes,
-                                   "branch-and-bound (refined)")
+            outcome = self._search(q, root, bab_deadline, refined_budget, "branch-and-bound (refined)")
         if outcome.status == "not_robust":
             found = self._found(q, outcome.x, "bab")
             if found is not None:
@@ -306,10 +308,9 @@ class Verifier:
             return self._unknown(q, "bab", "a tie: the point found changes the class only within rounding")
         return self._unknown(q, "bab", why.get(outcome.stopped_by, "stopped"))
 
-    def _small_mip(self, lo: np.ndarray, hi: np.ndarray) -> bool:
-        """Return True iff the query's MIP is small: few hidden neurons and few free inputs."""
-        return (sum(a.n_out for a in self.net.hidden) <= SMALL_MIP_NEURONS
-                and np.count_nonzero(hi > lo) <= bab.INPUT_SPLIT_MAX_DIMS)
+    def _small_mip(self) -> bool:
+        """Return True iff the network's MIP is small: few hidden neurons, so few binaries."""
+        return sum(a.n_out for a in self.net.hidden) <= SMALL_MIP_NEURONS
 
     def _search(self, q: _Query, root: Bounds, deadline, node_limit: int, stage: str) -> bab.BabOutcome:
         """Return `bab.branch_and_bound`'s outcome from ``root``; its proven bound raises the query's."""
