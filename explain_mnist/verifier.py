@@ -38,9 +38,8 @@ Order of work, cheapest first:
    `MIP_MIN_SECONDS`: a big MIP does nothing in less, and its solver overshoots a
    short limit) or, without one, once the node budget is spent. A small MIP (at most
    `SMALL_MIP_NEURONS` hidden neurons, so at most that many binaries) takes over
-   after `SMALL_MIP_NODES` nodes (the probe's, and as many again from the refined
-   root): on near-ties branch-and-bound can take far more nodes than such a net's
-   MIP takes to decide, once its bounds are refined.
+   after a probe of `SMALL_MIP_NODES` nodes, without refinement: on near-ties
+   branch-and-bound can take far more nodes than such a net's MIP takes to decide.
 
 A point counts as a counterexample only if it lies in the box and the forward
 pass puts it in another class with a margin clear of rounding (below
@@ -85,8 +84,8 @@ ALPHA_SHARE = 0.1           # ... and this share of a time limit
 PROBE_NODES = 2000          # on nets with 2+ hidden layers, branch-and-bound before refinement: at most this many
 PROBE_SHARE = 0.05          # ... nodes, and this share of a time limit
 REFINE_SHARE = 0.5          # refinement of intermediate bounds: at most this share of the time left
-SMALL_MIP_NEURONS = 64      # a net with at most this many hidden neurons goes to the MIP after this many
-SMALL_MIP_NODES = 2000      # nodes of the probe and as many of the refined search
+SMALL_MIP_NEURONS = 64      # a net with at most this many hidden neurons goes to the MIP after a probe of
+SMALL_MIP_NODES = 2000      # at most this many nodes (and PROBE_SHARE of a time limit)
 
 
 @dataclass
@@ -259,18 +258,18 @@ class Verifier:
         small_mip = self._small_mip()
         use_mip = self.mip_fallback and (q.limit is None or small_mip or (1 - BAB_SHARE) * q.limit >= MIP_MIN_SECONDS)
         bab_deadline = q.start + BAB_SHARE * q.limit if use_mip and q.limit is not None else q.deadline
-        refining = self.refine and len(net.hidden) >= 2
-        node_budget = self.node_limit
-        if use_mip and small_mip:
-            node_budget = min(node_budget, SMALL_MIP_NODES)
+        # a small MIP comes right after the probe: refining its bounds costs more than it saves the MIP
+        small_first = use_mip and small_mip
+        probing = self.refine and len(net.hidden) >= 2
+        refining = probing and not small_first
+        node_budget = min(self.node_limit, SMALL_MIP_NODES) if small_first else self.node_limit
         search_deadline, node_limit = bab_deadline, node_budget
-        if refining:
+        if probing:
             node_limit = min(node_budget, PROBE_NODES)
             if q.limit is not None:
                 search_deadline = min(bab_deadline, time.perf_counter() + PROBE_SHARE * q.limit)
         outcome = self._search(q, root, search_deadline, node_limit, "branch-and-bound")
-        # a small MIP's refined search has a node budget of its own: refined bounds make that MIP fast
-        refined_budget = node_budget if use_mip and small_mip else node_budget - outcome.nodes
+        refined_budget = node_budget - outcome.nodes
         if outcome.status == "unknown" and outcome.stopped_by != "interrupt" and refining and \
                 refined_budget > 0 and (bab_deadline is None or time.perf_counter() < bab_deadline):
             self._report(q, "refining intermediate bounds")
