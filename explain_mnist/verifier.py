@@ -40,6 +40,8 @@ Order of work, cheapest first:
    `SMALL_MIP_NEURONS` hidden neurons, so at most that many binaries) takes over
    after a probe of `SMALL_MIP_NODES` nodes, without refinement: on near-ties
    branch-and-bound can take far more nodes than such a net's MIP takes to decide.
+   If that MIP leaves the question open, the bounds are refined, `SMALL_MIP_NODES`
+   more nodes searched, and the MIP tried again with the refined bounds.
 
 A point counts as a counterexample only if it lies in the box and the forward
 pass puts it in another class with a margin clear of rounding (below
@@ -269,6 +271,15 @@ class Verifier:
             if q.limit is not None:
                 search_deadline = min(bab_deadline, time.perf_counter() + PROBE_SHARE * q.limit)
         outcome = self._search(q, root, search_deadline, node_limit, "branch-and-bound")
+        if small_first and outcome.status == "unknown" and outcome.stopped_by != "interrupt" and self._mip_time(q):
+            verdict = self._mip(q, root)
+            if verdict is not None:
+                return verdict
+            # the MIP left it open (a point the forward pass does not confirm: loose bounds, big coefficients):
+            # refine, search on, and try the MIP again with the refined bounds; without refinement, search on alone
+            refining = use_mip = probing
+            node_budget = outcome.nodes + SMALL_MIP_NODES if probing else self.node_limit
+            bab_deadline = bab_deadline if probing else q.deadline
         refined_budget = node_budget - outcome.nodes
         if outcome.status == "unknown" and outcome.stopped_by != "interrupt" and refining and \
                 refined_budget > 0 and (bab_deadline is None or time.perf_counter() < bab_deadline):
@@ -294,7 +305,7 @@ class Verifier:
         if outcome.stopped_by == "interrupt":
             raise KeyboardInterrupt
 
-        if use_mip and q.scale > 0 and (q.deadline is None or time.perf_counter() < q.deadline - 0.5):
+        if use_mip and self._mip_time(q):
             verdict = self._mip(q, root)
             if verdict is not None:
                 return verdict
@@ -306,6 +317,11 @@ class Verifier:
         if outcome.status == "not_robust":
             return self._unknown(q, "bab", "a tie: the point found changes the class only within rounding")
         return self._unknown(q, "bab", why.get(outcome.stopped_by, "stopped"))
+
+    @staticmethod
+    def _mip_time(q: _Query) -> bool:
+        """Return True iff the MIP can run: a query with a scale and at least half a second left."""
+        return q.scale > 0 and (q.deadline is None or time.perf_counter() < q.deadline - 0.5)
 
     def _small_mip(self) -> bool:
         """Return True iff the network's MIP is small: few hidden neurons, so few binaries."""
