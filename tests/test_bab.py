@@ -350,3 +350,50 @@ def test_a_network_scaled_by_powers_of_two_gets_the_same_answer(seed, side, mip)
     if other.verdict == "not_robust":
         assert scaled.predict(other.counterexample) != c and np.all((lo <= other.counterexample) &
                                                                     (other.counterexample <= hi))
+
+
+def near_tie_on_many_inputs(seed, side):
+    """Return ``(net, lo, hi, c)``: a 2-hidden-layer net on 20 inputs (more than input splits take) whose smallest
+    margin over the box is exactly ``side`` (brute force)."""
+    rng = np.random.default_rng(7000 + seed)
+    net = random_net(rng, 20, [3, 3], 3)
+    centre, radius = rng.uniform(-1, 1, 20), rng.uniform(0.05, 0.5, 20)
+    lo, hi = centre - radius, centre + radius
+    c = int(net.predict(centre))
+    return shift_to_margin(net, c, side - brute_min_margin(net, lo, hi, c)), lo, hi, c
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("side", [1e-3, -1e-3])
+def test_a_small_net_goes_to_the_mip_after_the_probe_without_refinement(seed, side, monkeypatch):
+    import explain_mnist.verifier as verifier_module
+    net, lo, hi, c = near_tie_on_many_inputs(seed, side)
+    if net.predict((lo + hi) / 2) != c:
+        pytest.skip("the shift changed the centre's class")
+    monkeypatch.setattr(verifier_module, "SMALL_MIP_NODES", 1)    # the probe spent at once
+    verdict = Verifier(net, solver="highs", alpha_steps=0).verify(lo, hi, c)
+    check_verdict(net, lo, hi, c, side, verdict)
+    if verdict.method not in ("bounds", "attack"):
+        assert "mip_seconds" in verdict.stages and "refine_seconds" not in verdict.stages
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("side", [1e-3, -1e-3])
+def test_a_small_mip_left_open_is_refined_searched_and_tried_again(seed, side, monkeypatch):
+    import explain_mnist.verifier as verifier_module
+    net, lo, hi, c = near_tie_on_many_inputs(seed, side)
+    if net.predict((lo + hi) / 2) != c:
+        pytest.skip("the shift changed the centre's class")
+    monkeypatch.setattr(verifier_module, "SMALL_MIP_NODES", 1)
+    calls = []
+    real_mip = Verifier._mip
+
+    def first_mip_undecided(self, q, root):   # the first MIP leaves it open, as with an unconfirmed point
+        calls.append("refine_seconds" in q.stages)
+        return None if len(calls) == 1 else real_mip(self, q, root)
+
+    monkeypatch.setattr(Verifier, "_mip", first_mip_undecided)
+    verdict = Verifier(net, solver="highs", alpha_steps=0).verify(lo, hi, c)
+    check_verdict(net, lo, hi, c, side, verdict)
+    if verdict.method == "mip":
+        assert calls == [False, True]    # tried again, after refinement
