@@ -397,3 +397,42 @@ def test_a_small_mip_left_open_is_refined_searched_and_tried_again(seed, side, m
     check_verdict(net, lo, hi, c, side, verdict)
     if verdict.method == "mip":
         assert calls == [False, True]    # tried again, after refinement
+
+
+def issue_shape_net(rng, sizes, integer):
+    """Return a net of the layer sizes ``sizes``: integer weights in [-3, 3] or Gaussian ones."""
+    layers = []
+    for k in range(len(sizes) - 1):
+        shape = (sizes[k + 1], sizes[k])
+        W = rng.integers(-3, 4, size=shape).astype(float) if integer else rng.normal(size=shape)
+        b = rng.integers(-2, 3, size=sizes[k + 1]).astype(float) if integer else rng.normal(scale=0.5, size=sizes[k + 1])
+        layers.append(Affine(W, b))
+        if k < len(sizes) - 2:
+            layers.append(ReLU())
+    return Network(layers, decision="argmax")
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("sizes, integer", [([8, 8, 6, 8, 2], True), ([7, 3, 4, 4, 2], False)])
+@pytest.mark.parametrize("relative", [1e-4, -1e-4])
+def test_tiny_nets_near_the_boundary_are_decided_without_a_time_limit(seed, sizes, integer, relative):
+    # the shapes of the issue's slow tiny nets (an integer-weight 8-8-6-8-2 net on 8 free inputs, a 7-3-4-4-2 net),
+    # shifted to a margin of +-1e-4 of the margin's spread; the reference is the fuzz suite's own MILP/enumeration
+    from benchmarks import fuzz_verifier as fuzz
+    rng = np.random.default_rng(8000 + seed)
+    net = issue_shape_net(rng, sizes, integer)
+    centre, radius = rng.uniform(-1, 1, sizes[0]), rng.uniform(0.2, 1.0, sizes[0])
+    lo, hi = centre - radius, centre + radius
+    c = int(net.predict(centre))
+    ref = fuzz.reference(net, lo, hi, c)
+    side = relative * max(ref.spread, 1e-9)
+    net = shift_to_margin(net, c, side - float(ref.margin))
+    if net.predict(centre) != c:
+        pytest.skip("the shift changed the centre's class")
+    ref = fuzz.reference(net, lo, hi, c)
+    assert ref.optimal
+    verdict = Verifier(net).verify(lo, hi, c)
+    assert verdict.verdict != "unknown", verdict.message
+    check_verdict(net, lo, hi, c, float(ref.margin), verdict)
+    if verdict.method == "bab":     # never more nodes than the activation patterns it could enumerate
+        assert verdict.nodes <= 2 ** sum(sizes[1:-1])
