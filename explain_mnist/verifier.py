@@ -271,8 +271,9 @@ class Verifier:
             if q.limit is not None:
                 search_deadline = min(bab_deadline, time.perf_counter() + PROBE_SHARE * q.limit)
         outcome = self._search(q, root, search_deadline, node_limit, "branch-and-bound")
+        mip_root = None     # the bounds of the MIP tried last: the same MIP again would give the same answer
         if small_first and outcome.status == "unknown" and outcome.stopped_by != "interrupt" and self._mip_time(q):
-            verdict = self._mip(q, root)
+            verdict, mip_root = self._mip(q, root), root
             if verdict is not None:
                 return verdict
             # the MIP left it open (a point the forward pass does not confirm: loose bounds, big coefficients):
@@ -305,7 +306,7 @@ class Verifier:
         if outcome.stopped_by == "interrupt":
             raise KeyboardInterrupt
 
-        if use_mip and self._mip_time(q):
+        if use_mip and root is not mip_root and self._mip_time(q):
             verdict = self._mip(q, root)
             if verdict is not None:
                 return verdict
