@@ -38,10 +38,12 @@ Order of work, cheapest first:
    `MIP_MIN_SECONDS`: a big MIP does nothing in less, and its solver overshoots a
    short limit) or, without one, once the node budget is spent. A small MIP (at most
    `SMALL_MIP_NEURONS` hidden neurons, so at most that many binaries) takes over
-   after a probe of `SMALL_MIP_NODES` nodes, without refinement: on near-ties
-   branch-and-bound can take far more nodes than such a net's MIP takes to decide.
-   If that MIP leaves the question open, the bounds are refined, `SMALL_MIP_NODES`
-   more nodes searched, and the MIP tried again with the refined bounds.
+   after a probe of `SMALL_MIP_NODES` nodes, without refinement, with all the time
+   left: on near-ties branch-and-bound can take far more nodes than such a net's MIP
+   takes to decide. If that MIP leaves the question open, the bounds are refined,
+   `SMALL_MIP_NODES` more nodes searched, and the MIP tried again on the refined
+   bounds (on a net with one hidden layer, or without refinement, the search goes on
+   alone).
 
 A point counts as a counterexample only if it lies in the box and the forward
 pass puts it in another class with a margin clear of rounding (below
@@ -87,7 +89,7 @@ PROBE_NODES = 2000          # on nets with 2+ hidden layers, branch-and-bound be
 PROBE_SHARE = 0.05          # ... nodes, and this share of a time limit
 REFINE_SHARE = 0.5          # refinement of intermediate bounds: at most this share of the time left
 SMALL_MIP_NEURONS = 64      # a net with at most this many hidden neurons goes to the MIP after a probe of
-SMALL_MIP_NODES = 2000      # at most this many nodes (and PROBE_SHARE of a time limit)
+SMALL_MIP_NODES = 2000      # at most this many nodes
 
 
 @dataclass
@@ -276,11 +278,15 @@ class Verifier:
             verdict, mip_root = self._mip(q, root), root
             if verdict is not None:
                 return verdict
-            # the MIP left it open (a point the forward pass does not confirm: loose bounds, big coefficients):
-            # refine, search on, and try the MIP again with the refined bounds; without refinement, search on alone
-            refining = use_mip = probing
-            node_budget = outcome.nodes + SMALL_MIP_NODES if probing else self.node_limit
-            bab_deadline = bab_deadline if probing else q.deadline
+            # the MIP left it open (a point the forward pass does not confirm: loose bounds, big coefficients)
+            if probing:     # refine, search on, and try the MIP again with the refined bounds
+                refining = True
+                node_budget = min(self.node_limit, outcome.nodes + SMALL_MIP_NODES)
+            else:           # search on alone, within the user's limits
+                use_mip, node_budget = False, self.node_limit
+                if node_budget > outcome.nodes:
+                    outcome = self._search(q, root, q.deadline, node_budget - outcome.nodes,
+                                           "branch-and-bound (after the MIP)")
         refined_budget = node_budget - outcome.nodes
         if outcome.status == "unknown" and outcome.stopped_by != "interrupt" and refining and \
                 refined_budget > 0 and (bab_deadline is None or time.perf_counter() < bab_deadline):
@@ -307,17 +313,22 @@ class Verifier:
             raise KeyboardInterrupt
 
         if use_mip and root is not mip_root and self._mip_time(q):
-            verdict = self._mip(q, root)
+            verdict, mip_root = self._mip(q, root), root
             if verdict is not None:
                 return verdict
         if outcome.stopped_by == "tie":
             return self._unknown(q, "bab", f"a tie: the exact minimum of a linear piece is within "
                                            f"{q.tolerance / self.logit_scale:.3g} of 0 and its minimiser keeps the "
                                            f"class; no point verifiably changes it")
-        why = {"node_limit": f"node limit ({node_budget}) hit", "deadline": "time limit hit"}
         if outcome.status == "not_robust":
             return self._unknown(q, "bab", "a tie: the point found changes the class only within rounding")
-        return self._unknown(q, "bab", why.get(outcome.stopped_by, "stopped"))
+        why = {"node_limit": f"node limit ({node_budget}) hit", "deadline": "time limit hit"}.get(outcome.stopped_by,
+                                                                                                   "stopped")
+        if q.deadline is not None and time.perf_counter() >= q.deadline - 0.5:
+            why = "time limit hit"
+        if mip_root is not None:
+            why += " (the MIP left the question open)"
+        return self._unknown(q, "bab", why)
 
     @staticmethod
     def _mip_time(q: _Query) -> bool:
@@ -351,7 +362,7 @@ class Verifier:
             mip.time_limit = max(q.deadline - time.perf_counter(), 0.1)
         margin = min(MIP_RELATIVE * q.scale, MAX_MARGIN)
         x, result = mip.counterexample(q.c, margin=margin)
-        q.stages["mip_seconds"] = result.seconds
+        q.stages["mip_seconds"] = q.stages.get("mip_seconds", 0.0) + result.seconds
         name, reason = mip.solver_choices.get("counterexample", (self.solver, "chosen with --solver"))
         q.stages["mip_solver"] = f"{name} ({reason})"
         q.nodes += int(result.nodes or 0)

@@ -352,11 +352,11 @@ def test_a_network_scaled_by_powers_of_two_gets_the_same_answer(seed, side, mip)
                                                                     (other.counterexample <= hi))
 
 
-def near_tie_on_many_inputs(seed, side):
-    """Return ``(net, lo, hi, c)``: a 2-hidden-layer net on 20 inputs (more than input splits take) whose smallest
-    margin over the box is exactly ``side`` (brute force)."""
+def near_tie_on_many_inputs(seed, side, hidden=(3, 3)):
+    """Return ``(net, lo, hi, c)``: a net with hidden layers ``hidden`` on 20 inputs (more than input splits take)
+    whose smallest margin over the box is exactly ``side`` (brute force)."""
     rng = np.random.default_rng(7000 + seed)
-    net = random_net(rng, 20, [3, 3], 3)
+    net = random_net(rng, 20, list(hidden), 3)
     centre, radius = rng.uniform(-1, 1, 20), rng.uniform(0.05, 0.5, 20)
     lo, hi = centre - radius, centre + radius
     c = int(net.predict(centre))
@@ -386,13 +386,7 @@ def test_a_small_mip_left_open_is_refined_searched_and_tried_again(seed, side, m
         pytest.skip("the shift changed the centre's class")
     monkeypatch.setattr(verifier_module, "SMALL_MIP_NODES", 1)
     calls = []
-    real_mip = Verifier._mip
-
-    def first_mip_undecided(self, q, root):   # the first MIP leaves it open, as with an unconfirmed point
-        calls.append("refine_seconds" in q.stages)
-        return None if len(calls) == 1 else real_mip(self, q, root)
-
-    monkeypatch.setattr(Verifier, "_mip", first_mip_undecided)
+    first_mip_undecided(monkeypatch, calls)     # as with a point the forward pass does not confirm
     verdict = Verifier(net, solver="highs", alpha_steps=0).verify(lo, hi, c)
     check_verdict(net, lo, hi, c, side, verdict)
     if verdict.method == "mip":
@@ -436,3 +430,59 @@ def test_tiny_nets_near_the_boundary_are_decided_without_a_time_limit(seed, size
     check_verdict(net, lo, hi, c, float(ref.margin), verdict)
     if verdict.method == "bab":     # never more nodes than the activation patterns it could enumerate
         assert verdict.nodes <= 2 ** sum(sizes[1:-1])
+
+
+def first_mip_undecided(monkeypatch, calls, wait_until=None):
+    """Make `Verifier._mip` leave the question open on its first call (after sleeping until ``wait_until``)."""
+    import time
+    real_mip = Verifier._mip
+
+    def mip(self, q, root):
+        calls.append("refine_seconds" in q.stages)
+        if len(calls) > 1:
+            return real_mip(self, q, root)
+        while wait_until is not None and time.perf_counter() < wait_until(q):
+            time.sleep(0.01)
+        return None
+
+    monkeypatch.setattr(Verifier, "_mip", mip)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("side", [1e-3, -1e-3])
+@pytest.mark.parametrize("hidden, refine", [((4,), True), ((3, 3), False)])
+def test_without_refinement_a_small_mip_left_open_searches_on(seed, side, hidden, refine, monkeypatch):
+    import explain_mnist.verifier as verifier_module
+    net, lo, hi, c = near_tie_on_many_inputs(seed, side, hidden)
+    if net.predict((lo + hi) / 2) != c:
+        pytest.skip("the shift changed the centre's class")
+    monkeypatch.setattr(verifier_module, "SMALL_MIP_NODES", 1)
+    calls = []
+    first_mip_undecided(monkeypatch, calls)
+    verdict = Verifier(net, solver="highs", alpha_steps=0, refine=refine).verify(lo, hi, c)
+    check_verdict(net, lo, hi, c, side, verdict)
+    assert len(calls) <= 1 and "refine_seconds" not in verdict.stages   # never the same MIP twice
+
+
+def test_a_small_mip_left_open_keeps_the_node_limit_and_says_why(monkeypatch):
+    for seed in range(20):
+        net, lo, hi, c = near_tie_on_many_inputs(seed, 1e-3)
+        if net.predict((lo + hi) / 2) == c:
+            break
+    calls = []
+    first_mip_undecided(monkeypatch, calls)
+    verdict = Verifier(net, solver="highs", alpha_steps=0, node_limit=1).verify(lo, hi, c)
+    assert verdict.verdict == "unknown" and calls == [False] and "refine_seconds" not in verdict.stages
+    assert "node limit (1) hit" in verdict.message and "the MIP left the question open" in verdict.message
+
+
+def test_a_small_mip_that_spends_the_time_says_time_limit(monkeypatch):
+    for seed in range(20):
+        net, lo, hi, c = near_tie_on_many_inputs(seed, 1e-3)
+        if net.predict((lo + hi) / 2) == c:
+            break
+    calls = []
+    first_mip_undecided(monkeypatch, calls, wait_until=lambda q: q.deadline)
+    verdict = Verifier(net, solver="highs", alpha_steps=0, node_limit=1, time_limit=1.0).verify(lo, hi, c)
+    assert verdict.verdict == "unknown" and calls == [False]
+    assert "time limit hit" in verdict.message and "node limit" not in verdict.message
